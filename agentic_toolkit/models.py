@@ -206,7 +206,7 @@ def create_model(
                     f"the pretrained {name} has 10 classes; got num_classes={num_classes}"
                 )
             load_checkpoint(model, path, allow_missing=(r"shortcut\.weight$", r"num_batches_tracked$"))
-        return model.eval()
+        return _tag(model, name, num_classes, {}).eval()
 
     import timm
 
@@ -221,4 +221,10 @@ def create_model(
     model = timm.create_model(name, pretrained=False, **extra, **kwargs)
     if pretrained:
         load_checkpoint(model, Path(pretrained))
-    return model.eval()
+    return _tag(model, name, num_classes, kwargs).eval()
+
+
+def _tag(model: nn.Module, name: str, num_classes: int | None, kwargs: dict) -> nn.Module:
+    """Record how to rebuild the (unpruned) architecture, for save/load of pruned models."""
+    model.toolkit_spec = {"name": name, "num_classes": num_classes, "kwargs": dict(kwargs)}
+    return model

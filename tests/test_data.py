@@ -1,0 +1,90 @@
+"""Offline data: discovery order, checksum, decode cache, loaders and calibration subsets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import agentic_toolkit.paths as paths
+from agentic_toolkit.data import (
+    CIFAR_ARCHIVE,
+    CIFAR_CLASSES,
+    calibration_batches,
+    cifar10,
+    cifar10_tensors,
+    imagenet_folder,
+)
+from agentic_toolkit.errors import ChecksumError, DataNotFoundError, ToolkitError
+
+
+def test_test_split_is_complete_and_balanced():
+    images, labels = cifar10_tensors("test")
+    assert images.shape == (10000, 3, 32, 32) and images.dtype == torch.uint8
+    assert torch.bincount(labels).tolist() == [1000] * len(CIFAR_CLASSES)
+
+
+def test_train_loader_augments_and_shuffles():
+    loader = cifar10("train", batch_size=256, limit=512)
+    x, y = next(iter(loader))
+    assert x.shape == (256, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (256,)
+    plain = cifar10("train", batch_size=256, limit=512, augment=False, shuffle=False)
+    assert len(plain.dataset) == 512
+    # normalised: roughly zero mean, unit std
+    xp, _ = next(iter(plain))
+    assert abs(xp.mean().item()) < 0.5 and 0.5 < xp.std().item() < 1.5
+
+
+def test_calibration_batches_are_fixed_and_seeded():
+    a = calibration_batches("cifar10", n_batches=2, batch_size=16, seed=3)
+    b = calibration_batches("cifar10", n_batches=2, batch_size=16, seed=3)
+    c = calibration_batches("cifar10", n_batches=2, batch_size=16, seed=4)
+    assert len(a) == 2 and a[0][0].shape == (16, 3, 32, 32)
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+    assert not torch.equal(a[0][0], c[0][0])
+
+
+def _isolate(monkeypatch, tmp_path):
+    """Make the default search places empty so only what a test sets up is found."""
+    monkeypatch.setattr(paths, "PROJECT_ROOT", tmp_path / "proj")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(paths.DATA_ENV, raising=False)
+
+
+def test_missing_data_lists_places_and_fix(monkeypatch, tmp_path):
+    _isolate(monkeypatch, tmp_path)
+    with pytest.raises(DataNotFoundError) as info:
+        cifar10("test")
+    msg = str(info.value)
+    assert str(tmp_path / "data" / CIFAR_ARCHIVE) in msg
+    assert "AGENTIC_TOOLKIT_DATA" in msg and "download=True" in msg
+
+
+def test_env_variable_is_searched_and_corrupt_archive_is_refused(monkeypatch, tmp_path):
+    _isolate(monkeypatch, tmp_path)
+    fake = tmp_path / "elsewhere" / CIFAR_ARCHIVE
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"not a tarball")
+    monkeypatch.setenv(paths.DATA_ENV, str(tmp_path / "elsewhere"))
+    with pytest.raises(ChecksumError) as info:
+        cifar10("test")
+    assert str(fake) in str(info.value) and "adeb9b8c" in str(info.value)
+
+
+def test_bad_arguments_are_clear():
+    with pytest.raises(ToolkitError, match="split"):
+        cifar10("validation")
+    with pytest.raises(ToolkitError, match="batch_size"):
+        cifar10("test", batch_size=0)
+    with pytest.raises(DataNotFoundError, match="ImageNet-style"):
+        imagenet_folder("/nonexistent/imagenet")
+
+
+def test_imagenet_folder_uses_timm_transforms(tmp_path):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        Image.new("RGB", (300, 260), (10, 200, 30)).save(tmp_path / "val" / cls / "x.jpeg")
+    loader = imagenet_folder(tmp_path, "val", batch_size=2, num_workers=0)
+    x, y = next(iter(loader))
+    assert x.shape == (2, 3, 224, 224) and sorted(y.tolist()) == [0, 1]
