@@ -13,29 +13,14 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-import warnings
 
 import torch
 
 from agentic_toolkit.models import create_model
 from agentic_toolkit.profiling import profile_macs
+from agentic_toolkit.reference_counters import fvcore_macs
 
 MODELS = ("resnet50", "resnet101", "convnext_small", "deit_base_patch16_224")
-SAME_OPS = ("conv", "linear", "matmul", "bmm", "einsum")
-
-
-def fvcore_count(model: torch.nn.Module, x: torch.Tensor) -> int:
-    from fvcore.nn import FlopCountAnalysis
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        analysis = FlopCountAnalysis(model, x)
-        analysis.unsupported_ops_warnings(False)
-        analysis.uncalled_modules_warnings(False)
-        by_op = analysis.by_operator()
-    return int(sum(v for k, v in by_op.items() if k in SAME_OPS))
-
-
 def best_time(fn, repeat: int) -> tuple[float, object]:
     result = fn()  # warm-up
     times = []
@@ -61,7 +46,7 @@ def main() -> None:
         for m in unfused.modules():
             if hasattr(m, "fused_attn"):
                 m.fused_attn = False
-        t_fv, fv = best_time(lambda: fvcore_count(unfused, x), args.repeat)  # noqa: B023
+        t_fv, fv = best_time(lambda: fvcore_macs(unfused, x, unfuse_attention=False), args.repeat)  # noqa: B023
         t_ours, profile = best_time(lambda: profile_macs(model), args.repeat)  # noqa: B023
         ratios.append(t_fv / t_ours)
         print(f"{name:24s} {t_fv * 1e3:8.1f}ms {t_ours * 1e3:7.1f}ms {t_fv / t_ours:6.1f}x  "

@@ -3,9 +3,7 @@ never changes the model, and reports bad input and unknown ops clearly."""
 
 from __future__ import annotations
 
-import copy
 import json
-import warnings
 
 import pytest
 import torch
@@ -19,6 +17,7 @@ from agentic_toolkit._macs_counter import run_pass
 from agentic_toolkit.errors import ToolkitError
 from agentic_toolkit.models import create_model
 from agentic_toolkit.profiling import LAYER_COLUMNS, MacProfile, profile_macs
+from agentic_toolkit.reference_counters import fvcore_macs
 
 X = torch.randn(1, 3, 224, 224)
 FOUR = {  # model -> the paper's baseline MACs
@@ -27,24 +26,9 @@ FOUR = {  # model -> the paper's baseline MACs
     "convnext_small": 8.7e9,
     "deit_base_patch16_224": 17.58e9,
 }
-SAME_OPS = ("conv", "linear", "matmul", "bmm", "einsum")
-
-
 def fvcore_same_ops(model: nn.Module, x: torch.Tensor = X) -> int:
     """fvcore's count of conv, linear and matmul/bmm/einsum, attention un-fused on a copy."""
-    from fvcore.nn import FlopCountAnalysis
-
-    model = copy.deepcopy(model)
-    for m in model.modules():
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = False  # fvcore does not see scaled_dot_product_attention
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        analysis = FlopCountAnalysis(model, x)
-        analysis.unsupported_ops_warnings(False)
-        analysis.uncalled_modules_warnings(False)
-        by_op = analysis.by_operator()
-    return int(sum(v for k, v in by_op.items() if k in SAME_OPS))
+    return fvcore_macs(model, x)
 
 
 def rel(a: float, b: float) -> float:
