@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
+CHROMIUM ?= /usr/bin/chromium
+
 .PHONY: install demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
@@ -16,6 +18,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian's Chromium for the real-browser notebook test (Playwright drives it; no browser download).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: $(CHROMIUM) missing; 'sudo apt-get install chromium' enables the browser test"; fi
+
 ## Run the main job end to end: execute notebooks/00_quickstart.ipynb headless.
 demo: $(STAMP)
 	@mkdir -p notebooks/executed figures data
@@ -24,7 +32,7 @@ demo: $(STAMP)
 	@echo "executed notebook: notebooks/executed/00_quickstart.ipynb; figures in figures/"
 
 ## The whole test suite: unit tests, then every notebook in smoke mode (nbmake).
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	SMOKE=1 $(PY) -m pytest tests --nbmake notebooks --durations=15
 
 test-fast: $(STAMP)
