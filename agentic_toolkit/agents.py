@@ -181,7 +181,7 @@ def prompt_fields(ctx: ProposalContext) -> dict[str, Any]:
         "scopes": scopes_table(ctx.scopes),
         "scope_names": ", ".join(ctx.scope_names()) or "(none)",
         "history": history_table(ctx.history),
-        "strategy_schema": json.dumps(Strategy.json_schema(), indent=1),
+        "strategy_schema": json.dumps(Strategy.json_schema()),
         "base_strategy": ctx.base_strategy.to_json(),
     }
 
@@ -323,7 +323,7 @@ def _propose_llm(backend, ctx, prompt_text, repair_template) -> Proposal:
         fields = {
             "errors": "\n".join(f"- {e}" for e in errors),
             "reply": raw[:MAX_REPLY_CHARS] or "(empty)",
-            "strategy_schema": json.dumps(schema, indent=1),
+            "strategy_schema": json.dumps(schema),
             "scope_names": ", ".join(names) or "(none)",
         }
         repair_text = render_prompt(repair_template, fields, role="repair")

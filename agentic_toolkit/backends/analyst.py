@@ -1,21 +1,23 @@
 """The offline Analysis agent: deterministic, no key, learns from the search history.
 
-Ratio. MACs are modelled as a function of the global ratio ``r`` and the per-scope
-multipliers ``m_s``::
+Ratio. MACs are modelled as a function of the global ratio ``r`` and the multipliers::
 
-    MACs(r) = c * base * [ rest * (1 - r)^p + sum_s share_s * (1 - min(r * m_s, cap))^p ]
+    MACs(r) = c * base * [ rest * (1 - r*K)^p + sum_s share_s * (1 - min(r * m_s * K, cap))^p ]
 
-where ``share_s`` is each scope's share of the baseline MACs (from ``describe_scopes``) and
-``rest`` the unscoped remainder. With no history ``p`` is a prior (2: a conv's MACs fall with
-both its input and output width) and ``c = 1``; one measured attempt fixes ``p``; two fix
-``p`` and ``c``. The next ratio solves ``MACs(r) = middle of the band``; when attempts with the
-same multipliers already bracket the band, the ratio is kept inside the bracket
-(regula falsi in log-MACs), so the search cannot diverge on a monotone MAC curve.
+over the position scopes ``s`` (kind ``stage``; ``share_s`` their normalised MAC shares
+from ``describe_scopes``, ``rest`` the remainder), with ``K`` the share-weighted mean of the
+overlapping kind scopes' multipliers (residual stream, block inner widths, attention).
+With no history ``p = 2`` (a layer's MACs fall with both its input and its output width)
+and ``c = 1``; one measured attempt fixes ``p``; two fix ``p`` and ``c``. The next ratio
+solves ``MACs(r) = middle of the band``; once attempts with the same multipliers bracket
+the band the ratio stays inside the bracket (regula falsi in log-MACs), so the search
+cannot diverge on a monotone MAC curve.
 
-Multipliers. The first proposal prunes scopes with a high MAC share a little more (mild,
-within [0.8, 1.2]). With an evaluator, once a candidate is in band the analyst explores:
-it protects one scope at a time (multiplier x 0.75), most-pruned first, keeps a change when the
-score improved and reverts it otherwise -- a coordinate search over per-scope sensitivity.
+Multipliers. The first proposal prunes the position scopes with a high MAC share a little
+more (``(share / mean share) ** 0.15``, within [0.8, 1.2]). With an evaluator, once a
+candidate is in band the analyst explores: it protects one scope at a time (multiplier
+x 0.75; most-pruned scopes first), keeps a change when the score improved and reverts it
+otherwise -- a coordinate search over the per-scope sensitivity read from the history.
 """
 
 from __future__ import annotations
@@ -31,31 +33,55 @@ P_RANGE = (0.05, 8.0)
 
 
 def scope_shares(scopes) -> dict[str, float]:
-    """``{scope name: share of baseline MACs}`` (normalised if the shares overlap)."""
+    """``{scope name: share of baseline MACs}`` for every scope with a positive share."""
     if scopes is None or len(scopes) == 0 or "mac_share" not in scopes:
         return {}
     shares = {}
-    for name, share in zip(scopes["name"], scopes["mac_share"]):
+    for name, share in zip(scopes["name"], scopes["mac_share"], strict=True):
         try:
             share = float(share)
         except (TypeError, ValueError):
             continue
         if math.isfinite(share) and share > 0:
             shares[str(name)] = share
-    total = sum(shares.values())
-    if total > 1.0 + 1e-6:  # overlapping scopes: treat them as a partition
-        shares = {k: v / total for k, v in shares.items()}
     return shares
 
 
-def kept_fraction(ratio: float, multipliers: dict, shares: dict, p: float, cap: float) -> float:
-    """The modelled fraction of baseline MACs kept at ``ratio`` (before the scale ``c``)."""
-    rest = max(0.0, 1.0 - sum(shares.values()))
-    out = rest * (1.0 - min(ratio, cap)) ** p
-    for name, share in shares.items():
-        r = min(ratio * float(multipliers.get(name, 1.0)), cap)
-        out += share * (1.0 - r) ** p
-    return max(out, 1e-12)
+def scope_kinds(scopes) -> dict[str, str]:
+    """``{scope name: kind}`` (``"stage"`` when the table has no kind column)."""
+    if scopes is None or len(scopes) == 0:
+        return {}
+    kinds = scopes["kind"] if "kind" in scopes else ["stage"] * len(scopes)
+    return {str(n): str(k) for n, k in zip(scopes["name"], kinds, strict=True)}
+
+
+class MacModel:
+    """The analyst's picture of where the MACs are.
+
+    Position scopes (kind ``stage``) partition the model (their shares, normalised to
+    sum <= 1, are the partition; the rest is pruned at the global ratio); the other scopes
+    (residual stream, block inner widths, attention) overlap the positions, so their
+    multipliers enter as one share-weighted factor on every position.
+    """
+
+    def __init__(self, shares: dict[str, float], kinds: dict[str, str]):
+        stages = {n: s for n, s in shares.items() if kinds.get(n, "stage") == "stage"}
+        total = sum(stages.values())
+        self.partition = {n: s / total for n, s in stages.items()} if total > 1 else dict(stages)
+        self.rest = max(0.0, 1.0 - sum(self.partition.values()))
+        self.overlay = {n: s for n, s in shares.items() if n not in stages}
+
+    def kept(self, ratio: float, multipliers: dict, p: float, cap: float) -> float:
+        """Modelled fraction of the baseline MACs kept (before the fitted scale ``c``)."""
+        weight = sum(self.overlay.values())
+        k = 1.0
+        if weight > 0:
+            k = sum(s * float(multipliers.get(n, 1.0)) for n, s in self.overlay.items()) / weight
+        out = self.rest * (1.0 - min(ratio * k, cap)) ** p
+        for name, share in self.partition.items():
+            r = min(ratio * float(multipliers.get(name, 1.0)) * k, cap)
+            out += share * (1.0 - r) ** p
+        return max(out, 1e-12)
 
 
 def _bisect(f, lo: float, hi: float, iters: int = 80) -> float | None:
@@ -106,8 +132,14 @@ class AnalystBackend(PlannerBackend):
         return {"backend": self.name, "prior_exponent": self.prior_exponent}
 
     # --- multipliers -------------------------------------------------------------------
-    def initial_multipliers(self, shares: dict[str, float]) -> dict[str, float]:
-        """Prune high-MAC-share scopes a little more: ``(share / mean share) ** 0.15``, clipped."""
+    def initial_multipliers(self, shares: dict[str, float], kinds: dict[str, str] | None = None) -> dict[str, float]:
+        """Prune high-MAC-share positions a little more: ``(share / mean share) ** 0.15``, clipped.
+
+        Only position scopes (kind ``stage``) get one, so that the products with the
+        overlapping kind scopes stay mild.
+        """
+        kinds = kinds or {}
+        shares = {n: s for n, s in shares.items() if kinds.get(n, "stage") == "stage"}
         if len(shares) < 2 or self.share_exponent == 0:
             return {}
         mean = sum(shares.values()) / len(shares)
@@ -119,10 +151,10 @@ class AnalystBackend(PlannerBackend):
                 out[name] = round(m, 3)
         return out
 
-    def _choose_multipliers(self, ctx: ProposalContext, shares: dict) -> tuple[dict, str]:
+    def _choose_multipliers(self, ctx: ProposalContext, shares: dict, kinds: dict) -> tuple[dict, str]:
         valid = set(ctx.scope_names())
         records = [r for r in ctx.history if r.get("strategy")]
-        initial = self.initial_multipliers(shares)
+        initial = self.initial_multipliers(shares, kinds)
         if not records:
             why = "multipliers from MAC share" if initial else "uniform multipliers"
             return initial, why
@@ -144,9 +176,10 @@ class AnalystBackend(PlannerBackend):
         incumbent = {k: v for k, v in best["strategy"].get("multipliers", {}).items() if k in valid}
         tried = {_mkey(r["strategy"].get("multipliers", {})) for r in scored} | failed
         ratio = float(best["strategy"]["pruning_ratio"])
-        order = sorted(
-            shares, key=lambda s: (-ratio * incumbent.get(s, 1.0), -shares[s], s)
-        )[: self.explore_scopes]
+        # protecting a scope is a move; "heads" scopes are left alone (a multiplier there
+        # switches on whole-head pruning, i.e. prunes more)
+        movable = [n for n in shares if kinds.get(n, "stage") != "heads"]
+        order = sorted(movable, key=lambda s: (-ratio * incumbent.get(s, 1.0), -shares[s], s))[: self.explore_scopes]
         for s in order:
             move = dict(incumbent)
             move[s] = round(max(0.05, incumbent.get(s, 1.0) * self.protect_factor), 4)
@@ -158,7 +191,7 @@ class AnalystBackend(PlannerBackend):
         return incumbent, "no untried move left around the best candidate"
 
     # --- ratio -----------------------------------------------------------------------------
-    def _fit(self, points, shares, cap, base) -> tuple[float, float, str]:
+    def _fit(self, points, mm: MacModel, cap, base) -> tuple[float, float, str]:
         """Fit (p, c) to measured points [(ratio, multipliers, macs)], newest last."""
         p0 = self.prior_exponent
         if not points:
@@ -171,20 +204,20 @@ class AnalystBackend(PlannerBackend):
             r2, m2, y2 = second
 
             def g(p):
-                k1, k2 = kept_fraction(r1, m1, shares, p, cap), kept_fraction(r2, m2, shares, p, cap)
+                k1, k2 = mm.kept(r1, m1, p, cap), mm.kept(r2, m2, p, cap)
                 return math.log(k1 / k2) - math.log(y1 / y2)
 
             p = _bisect(g, *P_RANGE)
             if p is not None:
-                c = y1 / (base * kept_fraction(r1, m1, shares, p, cap))
+                c = y1 / (base * mm.kept(r1, m1, p, cap))
                 return p, c, f"p={p:.3g}, c={c:.3g} fitted to the last two attempts"
         target = y1 / base
-        p = _bisect(lambda q: kept_fraction(r1, m1, shares, q, cap) - target, *P_RANGE)
+        p = _bisect(lambda q: mm.kept(r1, m1, q, cap) - target, *P_RANGE)
         if p is None:
-            return p0, y1 / (base * kept_fraction(r1, m1, shares, p0, cap)), f"p={p0:g}, scale fitted"
+            return p0, y1 / (base * mm.kept(r1, m1, p0, cap)), f"p={p0:g}, scale fitted"
         return p, 1.0, f"p={p:.3g} fitted to the last attempt"
 
-    def _solve_ratio(self, ctx, multipliers, shares, cap) -> tuple[float, str]:
+    def _solve_ratio(self, ctx, multipliers, mm: MacModel, cap) -> tuple[float, str]:
         base, aim = float(ctx.base_macs), ctx.aim_macs
         low, high = ctx.band
         points = [
@@ -192,11 +225,11 @@ class AnalystBackend(PlannerBackend):
             for r in ctx.history
             if r.get("achieved_macs") and r.get("strategy")
         ]
-        p, c, how = self._fit(points, shares, cap, base)
+        p, c, how = self._fit(points, mm, cap, base)
         hi_r = self.max_ratio
 
         def f(r):
-            return c * base * kept_fraction(r, multipliers, shares, p, cap) - aim
+            return c * base * mm.kept(r, multipliers, p, cap) - aim
 
         r = _bisect(f, 0.0, hi_r)
         if r is None:
@@ -228,11 +261,11 @@ class AnalystBackend(PlannerBackend):
 
     # --- entry point -------------------------------------------------------------------------
     def propose(self, ctx: ProposalContext) -> tuple[Strategy, str]:
-        shares = scope_shares(ctx.scopes)
-        multipliers, why_m = self._choose_multipliers(ctx, shares)
+        shares, kinds = scope_shares(ctx.scopes), scope_kinds(ctx.scopes)
+        multipliers, why_m = self._choose_multipliers(ctx, shares, kinds)
         base = ctx.base_strategy
         cap = float(base.max_layer_ratio)
-        ratio, why_r = self._solve_ratio(ctx, multipliers, shares, cap)
+        ratio, why_r = self._solve_ratio(ctx, multipliers, MacModel(shares, kinds), cap)
         strategy = base.replace(pruning_ratio=ratio, multipliers=multipliers)
         low, high = ctx.band
         rationale = (

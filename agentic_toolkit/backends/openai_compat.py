@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -113,10 +112,10 @@ class OpenAICompatBackend(LLMBackend):
                         retry_after = None
                     raise RetryableError(f"HTTP {exc.code}: {detail}", retry_after) from exc
                 raise BackendError(f"HTTP {exc.code} from {redact_url(url)}: {detail}") from exc
-            except (TimeoutError, socket.timeout) as exc:
+            except TimeoutError as exc:
                 raise RetryableError(f"timed out after {self.timeout:g} s") from exc
             except urllib.error.URLError as exc:
-                if isinstance(exc.reason, (TimeoutError, socket.timeout)):
+                if isinstance(exc.reason, TimeoutError):
                     raise RetryableError(f"timed out after {self.timeout:g} s") from exc
                 raise RetryableError(f"connection to {redact_url(url)} failed: {exc.reason}") from exc
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
