@@ -263,6 +263,7 @@ def run_agentic_pruning(
     model_name: str | None = None,
     progress: bool = True,
     plan=None,
+    on_revision: Callable[[dict], None] | None = None,
 ) -> SearchResult:
     """Search a pruning strategy that lands ``model`` in the MAC band around ``target_macs``.
 
@@ -281,6 +282,8 @@ def run_agentic_pruning(
 
     ``plan`` (a :class:`~agentic_toolkit.plan.PrunePlan` of this model, e.g. ``BudgetFit.plan``)
     reuses a dependency graph and importance scores across searches of the same model.
+    ``on_revision(record)`` is called with each revision's record as soon as it is logged
+    (also for revisions read back on resume), e.g. to update a live table or plot.
     """
     target, tol = _validate(target_macs, tolerance, max_revisions, patience, evaluator, model, example_inputs)
     engine = make_backend(backend)
@@ -339,6 +342,9 @@ def run_agentic_pruning(
         log.append(header)
     revs = [r for r in log.records if r.get("type") == "revision"]
     n_before = len(revs)
+    if on_revision is not None:
+        for r in revs:
+            on_revision(r)
     done_result = next((r for r in log.records if r.get("type") == "result"), None)
 
     held_model: tuple[int, nn.Module] | None = None  # (revision, pruned model) of the best so far
@@ -411,6 +417,8 @@ def run_agentic_pruning(
                     record["stop"] = f"diverged: {divergence}"
             record["elapsed_s"] = round(time.perf_counter() - t0, 3)
             revs.append(log.append(record))
+            if on_revision is not None:
+                on_revision(revs[-1])
             best = best_revision(revs)
             if result is not None and best is not None and best["revision"] == revision:
                 held_model = (revision, result.model)
