@@ -39,7 +39,7 @@ def history_frame(records: Sequence[dict], target_macs: int, tolerance: tuple[fl
                 "achieved_macs": format_macs(macs) if macs else "-",
                 "error_pct": round(err, 3),
                 "score": rec.get("score"),
-                "status": "converged" if in_band else ("over" if err > over else "under"),
+                "status": "error" if macs is None else "converged" if in_band else ("over" if err > over else "under"),
             }
         )
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
@@ -127,6 +127,7 @@ class BudgetPanel:
         self.history_html.add_class("agentic-history")
         self.plot_out = W.Output()
         self.result_html = W.HTML()
+        self.result_html.add_class("agentic-result")
         header = W.HTML(
             f"<b>{html.escape(type(model).__name__)}</b>: baseline {format_macs(self.base_macs)} MACs "
             f"for input {tuple(example_inputs.shape)}"
@@ -141,6 +142,7 @@ class BudgetPanel:
             W.HBox([self.history_html, self.plot_out]),
             self.result_html,
         ])
+        self.widget.add_class("agentic-panel")
 
     # --- linked sliders ---------------------------------------------------------------------
     def _from_gmacs(self, change: dict) -> None:
@@ -202,8 +204,8 @@ class BudgetPanel:
         res = self.result
         verdict = "converged" if res.converged else "did not converge"
         self.result_html.value = (
-            f"<b>{verdict}</b> after {res.revisions} revision(s): {format_macs(res.macs)} MACs "
-            f"({100 * res.macs / self.base_macs:.1f}% of baseline)"
+            f"<b>{verdict}</b> after {res.revisions} revision(s) for target {self.target_gmacs.value:.4f} GMACs: "
+            f"{format_macs(res.macs)} MACs ({100 * res.macs / self.base_macs:.1f}% of baseline)"
             + (f", score {res.score:.4g}" if res.score is not None else "")
         )
         self.status.value = f"done: {verdict}"
