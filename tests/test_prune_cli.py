@@ -1,0 +1,34 @@
+"""``agentic-toolkit prune``: JSON report, saved model, clear errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+from agentic_toolkit import load_pruned
+from agentic_toolkit.cli import main
+
+
+def test_prune_json_and_save(tmp_path, capsys):
+    out = tmp_path / "pruned"
+    code = main(["prune", "cifar_resnet20", "--target-macs", "20M", "--json", "--out", str(out)])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("model", "target_macs", "achieved_macs", "params", "within_tolerance"):
+        assert key in report
+    assert report["target_macs"] == 20_000_000 and report["within_tolerance"]
+    assert report["achieved_macs"] == report["predicted_macs"]
+    assert abs(report["error_pct"]) <= 5
+    assert load_pruned(out).macs == report["achieved_macs"]
+
+
+def test_prune_bad_input_exits_2(tmp_path, capsys):
+    bad = tmp_path / "s.json"
+    bad.write_text(json.dumps({"importance": "taylor", "colour": "red", "max_layer_ratio": 2}))
+    assert main(["prune", "cifar_resnet20", "--target-macs", "20M", "--strategy", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown field 'colour'" in err and "max_layer_ratio" in err
+    assert main(["prune", "cifar_resnet20", "--target-macs", "5G"]) == 2
+    assert "above the model" in capsys.readouterr().err
+    assert main(["prune", "cifar_resnet20", "--target-macs", "-3"]) == 2
+    assert main(["prune", "cifar_resnet20", "--target-macs", "1M", "--strategy", str(tmp_path / "none")]) == 2
+    assert "cannot read the strategy file" in capsys.readouterr().err
