@@ -26,6 +26,8 @@ _EXPORTS = {
     "PruneResult": "pruning",
     "fit_to_budget": "budget",
     "BudgetFit": "budget",
+    "BudgetInfeasibleError": "budget",
+    "PrunePlan": "plan",
     "save_pruned": "persist",
     "load_pruned": "persist",
     "propose_strategy": "agents",
