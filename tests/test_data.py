@@ -39,7 +39,7 @@ def test_calibration_batches_are_fixed_and_seeded():
     b = calibration_batches("cifar10", n_batches=2, batch_size=16, seed=3)
     c = calibration_batches("cifar10", n_batches=2, batch_size=16, seed=4)
     assert len(a) == 2 and a[0][0].shape == (16, 3, 32, 32)
-    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b, strict=True))
     assert not torch.equal(a[0][0], c[0][0])
 
 

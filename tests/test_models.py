@@ -9,7 +9,12 @@ import torch
 import torch.nn.functional as F
 import torch_pruning as tp
 
-from agentic_toolkit.errors import ChecksumError, CheckpointError, DataNotFoundError, UnknownModelError
+from agentic_toolkit.errors import (
+    CheckpointError,
+    ChecksumError,
+    DataNotFoundError,
+    UnknownModelError,
+)
 from agentic_toolkit.models import PadShortcut, create_model, find_cifar_checkpoint
 
 
