@@ -6,8 +6,8 @@ the median latency of each, the speedup as median with its min-max spread over t
 interleaved pairs, and the efficiency = speedup / MAC ratio (1.0: latency fell exactly as
 much as the MACs). Random weights: latency does not depend on them.
 
-The pruned model comes from torch-pruning directly (uniform channel ratio found by
-bisection, L2 magnitude), so the script does not depend on the agent loop.
+The pruned model comes from the budget solver with a uniform strategy (every layer loses
+the same fraction of channels, L2 magnitude), without the agent loop.
 
     .venv/bin/python benchmarks/bench_speedup.py                       # torch's threads
     .venv/bin/python benchmarks/bench_speedup.py --threads 1 --repeats 15 --json runs/speedup.json
@@ -16,7 +16,6 @@ bisection, L2 magnitude), so the script does not depend on the agent loop.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -24,42 +23,10 @@ from pathlib import Path
 
 import torch
 
-from agentic_toolkit import benchmark, create_model
+from agentic_toolkit import Strategy, benchmark, create_model, fit_to_budget
 from agentic_toolkit.profiling import profile_macs
 
 INPUT = (1, 3, 224, 224)
-
-
-def macs(model: torch.nn.Module) -> int:
-    return int(profile_macs(model, input_size=INPUT).total_macs)
-
-
-def prune_uniform(model: torch.nn.Module, ratio: float) -> torch.nn.Module:
-    import torch_pruning as tp
-
-    pruned = copy.deepcopy(model).eval()
-    tp.pruner.MetaPruner(
-        pruned, torch.randn(INPUT), importance=tp.importance.MagnitudeImportance(p=2),
-        pruning_ratio=ratio, ignored_layers=[pruned.get_classifier()],
-        in_channel_groups={}, out_channel_groups={}, num_heads={},  # tp mutates these: fresh dicts
-    ).step()
-    return pruned.eval()
-
-
-def prune_to_fraction(model: torch.nn.Module, fraction: float, tol: float = 0.01):
-    """Bisect the uniform ratio until MACs land in ``[fraction - tol, fraction]`` of the model's."""
-    base, lo, hi, best = macs(model), 0.0, 0.9, None
-    for _ in range(12):
-        mid = (lo + hi) / 2
-        cand = prune_uniform(model, mid)
-        frac = macs(cand) / base
-        if frac > fraction:
-            lo = mid
-        else:
-            hi, best = mid, (cand, mid, frac)
-            if frac >= fraction - tol:
-                break
-    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     base = create_model(args.model)
     t0 = time.perf_counter()
-    pruned, ratio, frac = prune_to_fraction(base, args.fraction)
-    print(f"{args.model}: uniform ratio {ratio:.4f} -> {macs(pruned) / 1e9:.3f} GMACs = "
-          f"{100 * frac:.1f}% of {macs(base) / 1e9:.3f} GMACs (pruned in {time.perf_counter() - t0:.0f}s)")
+    x = torch.randn(INPUT)
+    fit = fit_to_budget(base, Strategy(isomorphic=False, global_pruning=False), int(args.fraction * profile_macs(base, x).total_macs), x)
+    result = fit.prune()
+    pruned, ratio, frac = result.model, fit.ratio, result.macs / result.base_macs
+    print(f"{args.model}: uniform ratio {ratio:.4f} -> {result.macs / 1e9:.3f} GMACs = "
+          f"{100 * frac:.1f}% of {result.base_macs / 1e9:.3f} GMACs (fitted and pruned in {time.perf_counter() - t0:.0f}s)")
     sizes = tuple(int(b) for b in args.batch_sizes.split(","))
     res = benchmark(pruned, INPUT, baseline=base, batch_sizes=sizes, threads=args.threads,
                     warmup=args.warmup, repeats=args.repeats, channels_last=args.channels_last,
