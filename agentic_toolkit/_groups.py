@@ -105,19 +105,27 @@ def build_graph(model: nn.Module, example_inputs, ignored_params: list[nn.Parame
     ``ignored_params`` are parameters no group may prune (e.g. per-head tables).
     Traps: tracing calls ``model(*example_inputs)`` first, which splits a bare tensor along
     the batch (a batch-1 image becomes an unbatched one), so a tensor is passed as a
-    1-tuple; a failed trace leaves its forward hooks on the model, so we remove them.
+    1-tuple; a failed trace leaves its forward hooks on the model, so we remove them. The
+    graph is traced through autograd, so frozen parameters (``requires_grad=False``, e.g.
+    a teacher after distillation or a frozen backbone) would drop out of it: they are
+    unfrozen for the trace and frozen again afterwards.
     """
     was_training = model.training
     hooks_before = {id(m): set(m._forward_hooks) for m in model.modules()}
+    frozen = [p for p in model.parameters() if not p.requires_grad]
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     try:
+        for p in frozen:
+            p.requires_grad_(True)
         with torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unwrapped-parameter notices: expected for ViT tokens
             return tp.DependencyGraph().build_dependency(
                 model, example_inputs=example_inputs, verbose=False, ignored_params=list(ignored_params or [])
             )
     finally:
+        for p in frozen:
+            p.requires_grad_(False)
         model.train(was_training)
         for m in model.modules():
             for key in set(m._forward_hooks) - hooks_before.get(id(m), set()):

@@ -383,9 +383,9 @@ def finetune(
     model.to(dev, memory_format=fmt)
     _freeze_fixed_params(model)
     if teacher is not None:
+        # the teacher runs under no_grad in eval mode; its requires_grad flags are left alone
+        # (freezing them would make the caller's model unprunable afterwards)
         teacher.to(dev, memory_format=fmt).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
     amp_dtype = resolve_amp(amp, dev)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == torch.float16)
 

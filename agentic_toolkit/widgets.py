@@ -203,6 +203,10 @@ class BudgetPanel:
             self.run_button.disabled = False
         res = self.result
         verdict = "converged" if res.converged else "did not converge"
+        if res.macs is None:  # no revision could be measured: say why instead of a number
+            self.result_html.value = f"<b>{verdict}</b> for target {self.target_gmacs.value:.4f} GMACs: {html.escape(res.stop_reason)}"
+            self.status.value = f"done: {verdict}"
+            return res
         self.result_html.value = (
             f"<b>{verdict}</b> after {res.revisions} revision(s) for target {self.target_gmacs.value:.4f} GMACs: "
             f"{format_macs(res.macs)} MACs ({100 * res.macs / self.base_macs:.1f}% of baseline)"

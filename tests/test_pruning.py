@@ -174,3 +174,13 @@ def test_bad_input_gives_clear_errors(resnet20):
         warnings.simplefilter("error")
         with pytest.raises(UserWarning, match="match no module"):
             apply_isomorphic_prune(resnet20, Strategy(ignored=["no_such_layer"]), X32)
+
+
+def test_frozen_parameters_are_pruned_and_stay_frozen():
+    """A frozen model (e.g. a backbone with requires_grad=False) is traced like any other."""
+    model = create_model("cifar_resnet20")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    res = apply_isomorphic_prune(model, Strategy(pruning_ratio=0.4), torch.randn(1, 3, 32, 32))
+    assert res.macs < res.base_macs
+    assert not any(p.requires_grad for p in model.parameters())

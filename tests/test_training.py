@@ -309,3 +309,17 @@ def test_proxy_accuracy_recalibrates_bn_on_a_copy():
     assert raw == pytest.approx(evaluate(pruned, score_raw.eval_batches)["top1"])
     with pytest.raises(ToolkitError, match="yielded only"):
         proxy_accuracy(cifar10("train", batch_size=100, limit=300, augment=False), batches=2)
+
+
+def test_teacher_stays_prunable_after_distillation():
+    """Regression: finetune used to freeze the teacher's parameters, which made the unpruned
+    model unprunable afterwards (a second search in the quickstart's budget panel failed)."""
+    from agentic_toolkit import Strategy, fit_to_budget
+
+    teacher = _resnet20()
+    student = copy.deepcopy(teacher)
+    finetune(student, _train(limit=32), epochs=1, teacher=teacher, progress=False)
+    assert all(p.requires_grad for n, p in teacher.named_parameters() if "shortcut" not in n)
+    x = torch.randn(1, 3, 32, 32)
+    fit = fit_to_budget(teacher, Strategy(), 0.6 * 40_551_040, x)
+    assert fit.prune().macs == fit.predicted_macs
