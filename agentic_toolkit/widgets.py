@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from IPython.display import display
+from matplotlib.ticker import MaxNLocator
 
 from .units import format_macs
 
@@ -38,7 +39,7 @@ def history_frame(records: Sequence[dict], target_macs: int, tolerance: tuple[fl
                 "pruning_ratio": strategy.get("pruning_ratio"),
                 "achieved_macs": format_macs(macs) if macs else "-",
                 "error_pct": round(err, 3),
-                "score": rec.get("score"),
+                "score": None if rec.get("score") is None else round(float(rec["score"]), 2),
                 "status": "error" if macs is None else "converged" if in_band else ("over" if err > over else "under"),
             }
         )
@@ -54,6 +55,7 @@ def plot_convergence(frame: pd.DataFrame, tolerance: tuple[float, float], ax=Non
     ax.axhline(0, color="k", lw=0.8)
     if len(frame):
         ax.plot(frame["revision"], frame["error_pct"], "o-", color="tab:blue", label="achieved")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("revision")
     ax.set_ylabel("MAC error vs target (%)")
     ax.set_title(title or "Agent search: MAC error per revision")
