@@ -17,3 +17,13 @@ def cifar_test_loader():
     from agentic_toolkit.data import cifar10
 
     return cifar10("test", batch_size=500)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for tiny models: as fast, and immune to OpenMP spin-waits when other
+    jobs share the cores (2 threads made the training tests 5x slower on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -45,14 +45,7 @@ def _same_state(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models and batches: one thread is as fast, and immune to OpenMP spin-waits when
-    other jobs share the cores (2 threads made this file 5x slower on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
