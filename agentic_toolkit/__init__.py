@@ -1,58 +1,62 @@
 """agentic_toolkit: prune vision models to a MAC budget with an agent loop (AgenticPruner).
 
-Public functions are imported lazily so that ``import agentic_toolkit`` stays fast and a
-notebook only pays for the parts it uses.
+The stages, one subpackage each: :mod:`~agentic_toolkit.profiling` (Profiling agent),
+:mod:`~agentic_toolkit.pruning` (strategies, isomorphic pruning, the budget solver),
+:mod:`~agentic_toolkit.agents` (Analysis and Master agents, backends, prompts),
+:mod:`~agentic_toolkit.training` (fine-tuning, evaluation), :mod:`~agentic_toolkit.benchmarking`,
+:mod:`~agentic_toolkit.studies` (experiments), :mod:`~agentic_toolkit.cli`. Everything a
+notebook needs is importable from here: ``import agentic_toolkit as at``.
 """
 
-from __future__ import annotations
+from .agents import Proposal, SearchResult, propose_strategy, run_agentic_pruning
+from .benchmarking import BenchmarkResult, benchmark
+from .data import calibration_batches, cifar10, imagenet_folder
+from .models import create_model, list_models
+from .profiling import MacProfile, profile_macs
+from .pruning import (
+    BudgetFit,
+    BudgetInfeasibleError,
+    PrunePlan,
+    PruneResult,
+    Strategy,
+    apply_isomorphic_prune,
+    describe_scopes,
+    fit_to_budget,
+    get_plan,
+    load_pruned,
+    save_pruned,
+)
+from .training import FinetuneResult, evaluate, finetune, proxy_accuracy
+from .version import __version__
 
-import importlib
-from typing import Any
-
-__version__ = "0.1.0"
-
-# public name -> module that defines it
-_EXPORTS = {
-    "create_model": "models",
-    "list_models": "models",
-    "cifar10": "data",
-    "imagenet_folder": "data",
-    "calibration_batches": "data",
-    "profile_macs": "profiling",
-    "MacProfile": "profiling",
-    "Strategy": "strategy",
-    "describe_scopes": "scopes",
-    "apply_isomorphic_prune": "pruning",
-    "PruneResult": "pruning",
-    "fit_to_budget": "budget",
-    "BudgetFit": "budget",
-    "BudgetInfeasibleError": "budget",
-    "PrunePlan": "plan",
-    "save_pruned": "persist",
-    "load_pruned": "persist",
-    "propose_strategy": "agents",
-    "Proposal": "agents",
-    "run_agentic_pruning": "master",
-    "SearchResult": "master",
-    "proxy_accuracy": "evaluation",
-    "evaluate": "evaluation",
-    "finetune": "training",
-    "FinetuneResult": "training",
-    "benchmark": "benchmarking",
-    "BenchmarkResult": "benchmarking",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agentic_toolkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__all__ = [
+    "BenchmarkResult",
+    "BudgetFit",
+    "BudgetInfeasibleError",
+    "FinetuneResult",
+    "MacProfile",
+    "Proposal",
+    "PrunePlan",
+    "PruneResult",
+    "SearchResult",
+    "Strategy",
+    "__version__",
+    "apply_isomorphic_prune",
+    "benchmark",
+    "calibration_batches",
+    "cifar10",
+    "create_model",
+    "describe_scopes",
+    "evaluate",
+    "finetune",
+    "fit_to_budget",
+    "get_plan",
+    "imagenet_folder",
+    "list_models",
+    "load_pruned",
+    "profile_macs",
+    "propose_strategy",
+    "proxy_accuracy",
+    "run_agentic_pruning",
+    "save_pruned",
+]

@@ -35,7 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .errors import ToolkitError
-from .evaluation import eval_mode, model_device
+from .training.evaluation import eval_mode, model_device
 
 MIB = 1024.0 * 1024.0
 
@@ -129,10 +129,10 @@ class BenchmarkResult:
 
 
 def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int | None:
-    """MACs of one sample (``agentic_toolkit.profiling``; torch-pruning's counter as fallback)."""
+    """MACs of one sample (``agentic_toolkit.profiling.profile``; torch-pruning's counter as fallback)."""
     shape = (1, *input_size[1:])
     try:
-        from .profiling import profile_macs
+        from .profiling.profile import profile_macs
 
         return int(profile_macs(model, input_size=shape).total_macs)
     except ImportError:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ._hashing import verify_sha256
 from .errors import DataNotFoundError, ToolkitError
+from .hashing import verify_sha256
 from .models import CIFAR_MEAN, CIFAR_STD
 from .paths import cache_dir, find_data_file
 

@@ -18,8 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._hashing import verify_sha256
 from .errors import CheckpointError, DataNotFoundError, UnknownModelError
+from .hashing import verify_sha256
 from .paths import DATA_ENV, data_roots
 
 CIFAR_DEPTHS = {"cifar_resnet20": 3, "cifar_resnet32": 5, "cifar_resnet44": 7, "cifar_resnet56": 9}

@@ -87,7 +87,7 @@ class BudgetPanel:
         search: Callable[..., Any] | None = None,
         **search_kwargs: Any,
     ):
-        from .profiling import profile_macs
+        from .profiling.profile import profile_macs
 
         self.model, self.example_inputs = model, example_inputs
         self.base_macs = int(base_macs or profile_macs(model, example_inputs).total_macs)
@@ -187,7 +187,7 @@ class BudgetPanel:
 
     def run(self) -> Any:
         """Run the search with the panel's settings; returns (and keeps) the SearchResult."""
-        from .master import run_agentic_pruning
+        from .agents.master import run_agentic_pruning
 
         search = self._search or run_agentic_pruning
         self.records, self.result, self.error = [], None, None

@@ -17,8 +17,8 @@ import time
 import torch
 
 from agentic_toolkit.models import create_model
-from agentic_toolkit.profiling import profile_macs
-from agentic_toolkit.reference_counters import fvcore_macs
+from agentic_toolkit.profiling.profile import profile_macs
+from agentic_toolkit.profiling.reference_counters import fvcore_macs
 
 MODELS = ("resnet50", "resnet101", "convnext_small", "deit_base_patch16_224")
 def best_time(fn, repeat: int) -> tuple[float, object]:

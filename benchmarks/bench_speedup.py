@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from agentic_toolkit import Strategy, benchmark, create_model, fit_to_budget
-from agentic_toolkit.profiling import profile_macs
+from agentic_toolkit.profiling.profile import profile_macs
 
 INPUT = (1, 3, 224, 224)
 

@@ -5,7 +5,7 @@ paper's four models (timm ResNet-50, ResNet-101, ConvNeXt-Small, DeiT-Base; rand
 1x3x224x224) x targets at 30/40/50/60/70% of the baseline MACs plus the paper's absolute
 targets, max_revisions=5, band +1%/-5%, with solve_budget off (the proposer's ratio is
 used as is) and on (fit_to_budget sets it). No evaluator: MACs only, so it runs on CPU.
-The driver is :func:`agentic_toolkit.studies.convergence_study` (notebook 04 uses it too).
+The driver is :func:`agentic_toolkit.studies.convergence.convergence_study` (notebook 04 uses it too).
 
 Writes data/convergence.csv (one row per case x backend x solve_budget, with the
 per-revision ratios and errors as JSON lists for trajectory plots) and prints the success
@@ -25,7 +25,11 @@ from pathlib import Path
 
 import torch
 
-from agentic_toolkit.studies import PAPER_MODELS, convergence_study, summarise_convergence
+from agentic_toolkit.studies.convergence import (
+    PAPER_MODELS,
+    convergence_study,
+    summarise_convergence,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

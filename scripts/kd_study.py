@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from agentic_toolkit import cifar10, create_model, evaluate, finetune, proxy_accuracy
-from agentic_toolkit.profiling import profile_macs
+from agentic_toolkit.profiling.profile import profile_macs
 
 ROOT = Path(__file__).resolve().parent.parent
 ADAPTED = ROOT / "data" / "cifar_resnet56_adapted.safetensors"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from agentic_toolkit.evaluation import proxy_accuracy
-from agentic_toolkit.master import run_agentic_pruning
+from agentic_toolkit.agents.master import run_agentic_pruning
 from agentic_toolkit.models import create_model
+from agentic_toolkit.training.evaluation import proxy_accuracy
 
 TARGET_FRACTION = 0.5
 
@@ -30,7 +30,7 @@ def setup():
 
 
 def search(model, x, evaluator, log, resume=False, plan=None):
-    from agentic_toolkit.profiling import profile_macs
+    from agentic_toolkit.profiling.profile import profile_macs
 
     target = int(TARGET_FRACTION * profile_macs(model, example_inputs=x).total_macs)
     return run_agentic_pruning(

@@ -9,17 +9,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 
-from agentic_toolkit.agents import (
+from agentic_toolkit.agents.analysis import (
     history_table,
     load_prompt,
     parse_strategy_reply,
     propose_strategy,
     render_prompt,
 )
-from agentic_toolkit.backends import AnalystBackend, GridBackend, ProposalContext, make_backend
+from agentic_toolkit.agents.backends import (
+    AnalystBackend,
+    GridBackend,
+    ProposalContext,
+    make_backend,
+)
+from agentic_toolkit.agents.master import check_divergence
 from agentic_toolkit.errors import ToolkitError
-from agentic_toolkit.master import check_divergence
-from agentic_toolkit.strategy import Strategy, StrategyError
+from agentic_toolkit.pruning.strategy import Strategy, StrategyError
 
 BASE = 4_000_000_000
 SCOPES = pd.DataFrame(

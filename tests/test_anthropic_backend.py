@@ -14,9 +14,13 @@ import pytest
 import torch
 from anthropic_standin import StandIn
 
-from agentic_toolkit.agents import propose_strategy
-from agentic_toolkit.backends.anthropic_backend import DEFAULT_MODEL, TOOL_NAME, AnthropicBackend
-from agentic_toolkit.strategy import Strategy
+from agentic_toolkit.agents.analysis import propose_strategy
+from agentic_toolkit.agents.backends.anthropic_backend import (
+    DEFAULT_MODEL,
+    TOOL_NAME,
+    AnthropicBackend,
+)
+from agentic_toolkit.pruning.strategy import Strategy
 
 KEY = "sk-ant-test-KEY-0123456789-do-not-log"
 SCOPES = pd.DataFrame(
@@ -133,9 +137,9 @@ def resnet20():
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_loop_ends_with_a_valid_result(name, resnet20, tmp_path):
-    from agentic_toolkit.history import read_history
-    from agentic_toolkit.master import run_agentic_pruning
-    from agentic_toolkit.profiling import profile_macs
+    from agentic_toolkit.agents.history import read_history
+    from agentic_toolkit.agents.master import run_agentic_pruning
+    from agentic_toolkit.profiling.profile import profile_macs
 
     model, x = resnet20
     script, expect = SCENARIOS[name]

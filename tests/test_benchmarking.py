@@ -128,8 +128,8 @@ def test_cli_bad_input(capsys):
 
 def test_cli_with_a_saved_pruned_directory(tmp_path, capsys):
     from agentic_toolkit import Strategy
-    from agentic_toolkit.persist import save_pruned
-    from agentic_toolkit.pruning import apply_isomorphic_prune
+    from agentic_toolkit.pruning.apply import apply_isomorphic_prune
+    from agentic_toolkit.pruning.persist import save_pruned
 
     result = apply_isomorphic_prune(create_model("cifar_resnet20"), Strategy(pruning_ratio=0.4),
                                     torch.randn(CIFAR))

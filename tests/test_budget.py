@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from agentic_toolkit import Strategy, apply_isomorphic_prune, create_model, fit_to_budget
-from agentic_toolkit.budget import BudgetInfeasibleError
 from agentic_toolkit.errors import ToolkitError
-from agentic_toolkit.profiling import profile_macs
+from agentic_toolkit.profiling.profile import profile_macs
+from agentic_toolkit.pruning.budget import BudgetInfeasibleError
 
 X224 = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 X32 = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))

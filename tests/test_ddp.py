@@ -1,4 +1,4 @@
-"""``python -m agentic_toolkit.train``: 2 gloo processes vs 1 process, and kill + resume.
+"""``python -m agentic_toolkit.cli.finetune``: 2 gloo processes vs 1 process, and kill + resume.
 
 Equivalence argument. Both runs see the same global batches (the entry point always shards
 with a DistributedSampler: rank r takes every 2nd sample of the same seeded permutation),
@@ -44,10 +44,10 @@ def pruned_dir(tmp_path_factory):
     re-estimated statistics the two runs agree to ~2e-7.
     """
     from agentic_toolkit import Strategy, calibration_batches
-    from agentic_toolkit.evaluation import recalibrate_bn
     from agentic_toolkit.models import create_model
-    from agentic_toolkit.persist import save_pruned
-    from agentic_toolkit.pruning import apply_isomorphic_prune
+    from agentic_toolkit.pruning.apply import apply_isomorphic_prune
+    from agentic_toolkit.pruning.persist import save_pruned
+    from agentic_toolkit.training.evaluation import recalibrate_bn
 
     model = create_model("cifar_resnet20", pretrained=True)
     result = apply_isomorphic_prune(model, Strategy(pruning_ratio=0.3), torch.randn(1, 3, 32, 32))
@@ -65,7 +65,7 @@ def _train(args, nproc=None, timeout=240):
     cmd = [sys.executable]
     if nproc:
         cmd += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd += ["-m", "agentic_toolkit.train", *args]
+    cmd += ["-m", "agentic_toolkit.cli.finetune", *args]
     # own session: on a timeout the whole group (torchrun and its workers) is killed, so no
     # orphaned worker waits forever at a rendezvous
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -90,7 +90,7 @@ def _max_diff(a, b):
 
 
 def test_two_gloo_processes_match_one_process(tmp_path, pruned_dir):
-    """``torchrun --nproc_per_node=2 -m agentic_toolkit.train --pruned DIR`` vs one process."""
+    """``torchrun --nproc_per_node=2 -m agentic_toolkit.cli.finetune --pruned DIR`` vs one process."""
     model = ["--pruned", str(pruned_dir), *SETTINGS, "--epochs", "2"]
     single = _train([*model, "--out", str(tmp_path / "one")])
     ddp = _train([*model, "--out", str(tmp_path / "two"), "--checkpoint-dir", str(tmp_path / "ckpt")],
@@ -118,7 +118,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, pruned_dir):
     assert ckpt["epoch"] == 2
     assert _max_diff(ckpt["model"], w2) == 0.0
     # and training did move the weights (the comparison above is not trivially true)
-    from agentic_toolkit.persist import load_pruned
+    from agentic_toolkit.pruning.persist import load_pruned
 
     start = load_pruned(pruned_dir).model.state_dict()
     assert start.keys() == w1.keys()  # the pruned structure was trained, not the full model
@@ -131,7 +131,7 @@ def test_killed_run_resumes_with_all_epochs_and_checkpoints(tmp_path):
     _train([*args, "--out", str(tmp_path / "ref")])  # uninterrupted reference
 
     ckpt = tmp_path / "ckpt"
-    cmd = [sys.executable, "-m", "agentic_toolkit.train", *args, "--checkpoint-dir", str(ckpt),
+    cmd = [sys.executable, "-m", "agentic_toolkit.cli.finetune", *args, "--checkpoint-dir", str(ckpt),
            "--out", str(tmp_path / "run")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     deadline = time.time() + 180
@@ -155,7 +155,7 @@ def test_killed_run_resumes_with_all_epochs_and_checkpoints(tmp_path):
 
 
 def test_bad_input_exits_with_a_message():
-    cmd = [sys.executable, "-m", "agentic_toolkit.train", "--model", "resnet_50", "--data", "cifar10"]
+    cmd = [sys.executable, "-m", "agentic_toolkit.cli.finetune", "--model", "resnet_50", "--data", "cifar10"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env())
     assert proc.returncode == 2
     assert "unknown model 'resnet_50'" in proc.stderr and "Traceback" not in proc.stderr

@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+from agentic_toolkit.agents.history import read_history
+from agentic_toolkit.agents.master import run_agentic_pruning
 from agentic_toolkit.errors import ToolkitError
-from agentic_toolkit.history import read_history
-from agentic_toolkit.master import run_agentic_pruning
 from agentic_toolkit.models import create_model
-from agentic_toolkit.profiling import profile_macs
-from agentic_toolkit.pruning import get_plan
+from agentic_toolkit.profiling.profile import profile_macs
+from agentic_toolkit.pruning.apply import get_plan
 
 HERE = Path(__file__).resolve().parent
 

@@ -13,11 +13,11 @@ import torch_pruning as tp
 from timm.models.vision_transformer import Attention
 
 from agentic_toolkit import cli
-from agentic_toolkit._macs_counter import run_pass
 from agentic_toolkit.errors import ToolkitError
 from agentic_toolkit.models import create_model
-from agentic_toolkit.profiling import LAYER_COLUMNS, MacProfile, profile_macs
-from agentic_toolkit.reference_counters import fvcore_macs
+from agentic_toolkit.profiling.counter import run_pass
+from agentic_toolkit.profiling.profile import LAYER_COLUMNS, MacProfile, profile_macs
+from agentic_toolkit.profiling.reference_counters import fvcore_macs
 
 X = torch.randn(1, 3, 224, 224)
 FOUR = {  # model -> the paper's baseline MACs

@@ -10,9 +10,9 @@ import torch
 
 from agentic_toolkit import Strategy, apply_isomorphic_prune, create_model, describe_scopes
 from agentic_toolkit.errors import ToolkitError
-from agentic_toolkit.plan import NothingToPruneError, PrunePlan
-from agentic_toolkit.profiling import profile_macs
-from agentic_toolkit.strategy import StrategyError
+from agentic_toolkit.profiling.profile import profile_macs
+from agentic_toolkit.pruning.plan import NothingToPruneError, PrunePlan
+from agentic_toolkit.pruning.strategy import StrategyError
 
 X32 = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agentic_toolkit import Strategy, apply_isomorphic_prune, create_model
-from agentic_toolkit.plan import PrunePlan
+from agentic_toolkit.pruning.plan import PrunePlan
 
 ARCHS = {
     # name: (input side, strategy multipliers, scopes that must exist)
@@ -64,8 +64,8 @@ def test_layers_that_break_when_pruned_are_found_and_kept():
 
 
 def test_graph_that_never_finishes_gives_a_clear_error(monkeypatch):
-    import agentic_toolkit.plan as plan_module
-    from agentic_toolkit.plan import NothingToPruneError
+    import agentic_toolkit.pruning.plan as plan_module
+    from agentic_toolkit.pruning.plan import NothingToPruneError
 
     monkeypatch.setattr(plan_module, "GRAPH_TIME_LIMIT_S", 1e-3)
     with pytest.raises(NothingToPruneError, match="did not finish grouping"):

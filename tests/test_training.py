@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from agentic_toolkit import cifar10, create_model, evaluate, finetune, proxy_accuracy
 from agentic_toolkit.errors import CheckpointError, ToolkitError
-from agentic_toolkit.training import FinetuneResult, NonFiniteLossError, list_checkpoints
+from agentic_toolkit.training.finetune import FinetuneResult, NonFiniteLossError, list_checkpoints
 
 
 def _resnet20():

@@ -1,0 +1,219 @@
+"""Claude through the official ``anthropic`` SDK, the strategy requested as a forced tool call.
+
+Notes on the SDK (2.x, API version 2026-10-21):
+
+* sampling parameters (``temperature``, ``top_p``, ``top_k``) were removed from the SDK and the
+  API answers 400 when they are sent, so this backend sends none by default; a forced tool
+  call (``tool_choice={"type": "tool"}``) already constrains the reply to the schema.
+  ``temperature=0`` can still be sent (via ``extra_body``) to a proxy or an older API version.
+* the SDK's own retries are switched off (``max_retries=0``) and replaced by
+  :class:`~agentic_toolkit.agents.backends.base.RetryPolicy`, so that backoff is configurable (tests
+  use milliseconds) and every failed attempt is recorded in the search history.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from ...errors import ToolkitError
+from .base import BackendError, LLMBackend, Reply, RetryableError, RetryPolicy
+
+#: A current Claude model that the installed SDK does not list as deprecated.
+DEFAULT_MODEL = "claude-sonnet-5-5"
+TOOL_NAME = "propose_strategy"
+TOOL_DESCRIPTION = (
+    "Propose the next structured-pruning strategy for the MAC budget. Call this exactly once; "
+    "put your reasoning in 'rationale'."
+)
+SYSTEM = (
+    "You are the Analysis agent of AgenticPruner, a structured-pruning system for vision "
+    "models under a MAC budget. You answer only by calling the propose_strategy tool."
+)
+
+
+def redact_url(url: str | None) -> str | None:
+    """A URL without user info or query (these may carry credentials)."""
+    if not url:
+        return url
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def tool_input_schema(schema: dict) -> dict:
+    """The tool's input schema: the strategy schema plus a free-text ``rationale``.
+
+    ``$schema`` is dropped (tool schemas are plain JSON Schema objects).
+    """
+    out = {k: v for k, v in schema.items() if k != "$schema"}
+    props = dict(out.get("properties", {}))
+    props["rationale"] = {"type": "string", "description": "Why this strategy (a few sentences)."}
+    out["properties"] = props
+    return out
+
+
+class AnthropicBackend(LLMBackend):
+    """Claude via ``anthropic.Anthropic().messages.create`` with a forced strategy tool call.
+
+    The key comes from ``api_key`` or ``$ANTHROPIC_API_KEY`` (``$ANTHROPIC_AUTH_TOKEN`` also
+    works); the base URL from ``base_url`` or the SDK's own ``$ANTHROPIC_BASE_URL``. A missing
+    key raises :class:`ToolkitError` at construction, before any work is done.
+    """
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        max_tokens: int = 2048,
+        temperature: float | None = None,
+        client=None,
+    ):
+        self.model = model or os.environ.get("AGENTIC_TOOLKIT_ANTHROPIC_MODEL") or DEFAULT_MODEL
+        self.timeout = float(timeout)
+        self.max_tokens = int(max_tokens)
+        self.temperature = temperature
+        self.policy = RetryPolicy(retries=retries, backoff=backoff)
+        self._key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
+        self._auth_token = None if self._key else (os.environ.get("ANTHROPIC_AUTH_TOKEN") or None)
+        if client is None and not (self._key or self._auth_token):
+            raise ToolkitError(
+                "the anthropic backend needs an API key: set ANTHROPIC_API_KEY (or pass "
+                "api_key=...), or use backend='analyst' which needs no key"
+            )
+        if self.timeout <= 0:
+            raise ToolkitError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+        self._client = client
+
+    # ------------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "base_url": redact_url(self.base_url) or "https://api.anthropic.com",
+            "timeout_s": self.timeout,
+            "retries": self.policy.retries,
+        }
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self._key, self._auth_token) if s]
+
+    def client(self):
+        """The SDK client (created on first use; SDK retries off, ours apply)."""
+        if self._client is None:
+            import anthropic
+
+            kwargs = {"timeout": self.timeout, "max_retries": 0}
+            if self.base_url:
+                kwargs["base_url"] = self.base_url
+            if self._key:
+                kwargs["api_key"] = self._key
+            else:
+                kwargs["auth_token"] = self._auth_token
+            self._client = anthropic.Anthropic(**kwargs)
+        return self._client
+
+    def repair_messages(self, prompt: str, reply: Reply, repair_text: str) -> list[dict]:
+        """Answer a tool call with an ``is_error`` tool result quoting the problems."""
+        tool_id = reply.meta.get("tool_use_id")
+        if not tool_id:
+            return super().repair_messages(prompt, reply, repair_text)
+        assistant = [{"type": "tool_use", "id": tool_id, "name": TOOL_NAME, "input": reply.data or {}}]
+        if reply.text:
+            assistant.insert(0, {"type": "text", "text": reply.text})
+        return [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": assistant},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": tool_id, "is_error": True, "content": repair_text}
+                ],
+            },
+        ]
+
+    def request(self, messages: Sequence[dict], tool_schema: dict) -> Reply:
+        import anthropic
+
+        kwargs = dict(
+            model=self.model,
+            max_tokens=self.max_tokens,
+            system=SYSTEM,
+            tools=[{"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": tool_input_schema(tool_schema)}],
+            tool_choice={"type": "tool", "name": TOOL_NAME},
+            messages=list(messages),
+        )
+        if self.temperature is not None:
+            kwargs["extra_body"] = {"temperature": self.temperature}
+        failures: list[str] = []
+
+        def call():
+            try:
+                return self.client().messages.create(**kwargs)
+            except anthropic.APITimeoutError as exc:
+                raise RetryableError(f"timed out after {self.timeout:g} s") from exc
+            except anthropic.APIConnectionError as exc:
+                raise RetryableError(f"connection failed: {exc}") from exc
+            except anthropic.APIStatusError as exc:
+                status = exc.status_code
+                if status == 429 or status >= 500 or status == 408:
+                    raise RetryableError(f"HTTP {status}: {_short(exc)}", _retry_after(exc)) from exc
+                raise BackendError(f"HTTP {status}: {_short(exc)}") from exc
+            except anthropic.AnthropicError as exc:
+                raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+
+        message = self.policy.run(call, f"anthropic request to {self.model}", failures)
+        text_parts, data, tool_id = [], None, None
+        for block in message.content or []:
+            kind = getattr(block, "type", None)
+            if kind == "text":
+                text_parts.append(block.text)
+            elif kind == "tool_use" and data is None:
+                tool_id = block.id
+                data = block.input if isinstance(block.input, dict) else {"_raw_input": block.input}
+        usage = getattr(message, "usage", None)
+        meta = {
+            "model": getattr(message, "model", self.model),
+            "stop_reason": getattr(message, "stop_reason", None),
+            "tool_use_id": tool_id,
+            "failed_attempts": failures,
+        }
+        if usage is not None:
+            meta["usage"] = {
+                "input_tokens": getattr(usage, "input_tokens", None),
+                "output_tokens": getattr(usage, "output_tokens", None),
+            }
+        return Reply(text="\n".join(text_parts), data=data, meta=meta)
+
+
+def _retry_after(exc) -> float | None:
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    for key, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        try:
+            return float(headers.get(key)) * scale
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _short(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])[:300]
+    return str(exc)[:300]
+
+
+__all__ = ["AnthropicBackend", "BackendError", "DEFAULT_MODEL", "TOOL_NAME"]

@@ -1,0 +1,197 @@
+"""What every strategy backend shares: the proposal context, replies and retry policy.
+
+Two kinds of backend exist:
+
+* a **planner** (``analyst``, ``grid``) computes a :class:`~agentic_toolkit.pruning.strategy.Strategy`
+  directly from the structured context (history, scopes, profile);
+* a **language model** (``anthropic``, ``openai``, any ``prompt -> text`` callable) gets the
+  rendered prompt and returns text or a tool call, which the caller parses as untrusted input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import ToolkitError
+from ...pruning.strategy import Strategy
+
+
+class BackendError(ToolkitError, RuntimeError):
+    """A language-model backend failed to answer (network, timeout, HTTP error after retries)."""
+
+
+class RetryableError(BackendError):
+    """A transient failure (429, 5xx, timeout, connection) worth retrying after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class ProposalContext:
+    """Everything a backend may use to propose the next strategy (read-only).
+
+    ``history`` holds the revision records of this search so far (dicts as written to the
+    history JSONL, oldest first); ``scopes`` is :func:`agentic_toolkit.describe_scopes`'s
+    table (a DataFrame, possibly empty); ``profile`` is a
+    :class:`~agentic_toolkit.profiling.profile.MacProfile` or ``None``.
+    """
+
+    target_macs: int
+    base_macs: int
+    tolerance: tuple[float, float]
+    scopes: Any
+    history: tuple[dict, ...] = ()
+    profile: Any = None
+    revision: int = 1
+    max_revisions: int = 5
+    solve_budget: bool = False
+    base_strategy: Strategy = field(default_factory=Strategy)
+
+    @property
+    def band(self) -> tuple[float, float]:
+        """Accepted MACs ``(low, high)``: at most ``over`` % above, ``under`` % below target."""
+        over, under = self.tolerance
+        return self.target_macs * (1 - under / 100.0), self.target_macs * (1 + over / 100.0)
+
+    @property
+    def aim_macs(self) -> float:
+        """The middle of the band: the MAC count a proposer should aim at."""
+        low, high = self.band
+        return 0.5 * (low + high)
+
+    def scope_names(self) -> list[str]:
+        """Names accepted as keys of ``Strategy.multipliers``."""
+        if self.scopes is None or len(self.scopes) == 0:
+            return []
+        return [str(n) for n in self.scopes["name"]]
+
+
+@dataclass
+class Reply:
+    """A language model's answer: the raw text as received, and tool input when it used a tool."""
+
+    text: str
+    data: dict | None = None
+    meta: dict = field(default_factory=dict)
+
+    def raw(self) -> str:
+        """What to record as the raw reply: tool input as JSON if any, plus any text."""
+        parts = []
+        if self.text:
+            parts.append(self.text)
+        if self.data is not None:
+            parts.append(json.dumps(self.data, sort_keys=True))
+        return "\n".join(parts)
+
+
+class Backend:
+    """Base class; subclasses are planners (``propose``) or language models (``request``)."""
+
+    name = "backend"
+    is_llm = False
+
+    def describe(self) -> dict:
+        """Public configuration for the history log (never keys or secrets)."""
+        return {"backend": self.name}
+
+    def secrets(self) -> list[str]:
+        """Strings that must never be written to a log (e.g. the API key)."""
+        return []
+
+
+class PlannerBackend(Backend):
+    """A backend that computes the strategy itself."""
+
+    def propose(self, ctx: ProposalContext) -> tuple[Strategy, str]:
+        """Return ``(strategy, rationale)`` for ``ctx.revision``."""
+        raise NotImplementedError
+
+
+class LLMBackend(Backend):
+    """A language model: ``request`` sends a conversation, returns a :class:`Reply`."""
+
+    is_llm = True
+
+    def request(self, messages: Sequence[dict], tool_schema: dict) -> Reply:
+        """Send ``messages`` (``{"role", "content"}`` dicts, user first) and return the reply."""
+        raise NotImplementedError
+
+    def repair_messages(self, prompt: str, reply: Reply, repair_text: str) -> list[dict]:
+        """The conversation for a repair request: prompt, the bad reply, the repair message."""
+        return [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": reply.raw() or "(empty reply)"},
+            {"role": "user", "content": repair_text},
+        ]
+
+
+class CallableBackend(LLMBackend):
+    """Any Python callable ``prompt -> text`` (a local model, a notebook stub, a human)."""
+
+    def __init__(self, fn: Callable[[str], str], name: str | None = None):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "callable")
+        if self.name == "<lambda>":
+            self.name = "callable"
+
+    def request(self, messages: Sequence[dict], tool_schema: dict) -> Reply:
+        if len(messages) == 1:
+            prompt = messages[0]["content"]
+        else:  # a callable has no conversation: flatten it, role-tagged
+            prompt = "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)
+        try:
+            out = self.fn(prompt)
+        except Exception as exc:  # the user's callable failed: report, let the analyst take over
+            raise BackendError(f"{self.name} raised {type(exc).__name__}: {exc}") from exc
+        if isinstance(out, dict):
+            return Reply(text="", data=out)
+        return Reply(text="" if out is None else str(out))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries with exponential backoff for transient failures (429, 5xx, timeouts).
+
+    ``retries`` is the number of extra attempts after the first; the wait before retry ``k``
+    (0-based) is ``min(backoff * 2**k, max_backoff)`` with +-25% jitter, or the server's
+    ``Retry-After`` when it sends one (also capped at ``max_backoff``).
+    """
+
+    retries: int = 3
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ToolkitError(f"retries must be an integer >= 0, got {self.retries!r}")
+        if not (isinstance(self.backoff, (int, float)) and self.backoff >= 0 and math.isfinite(self.backoff)):
+            raise ToolkitError(f"backoff must be a number of seconds >= 0, got {self.backoff!r}")
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        if retry_after is not None and retry_after >= 0:
+            return min(float(retry_after), self.max_backoff)
+        base = min(self.backoff * 2.0**attempt, self.max_backoff)
+        return base * (0.75 + 0.5 * rng.random())
+
+    def run(self, call: Callable[[], Any], what: str, log: list[str]) -> Any:
+        """Call ``call()`` until it succeeds or retries are used up; ``log`` gets one line per failure."""
+        rng = random.Random(0)  # jitter only; a fixed seed keeps runs reproducible
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except RetryableError as exc:
+                log.append(f"attempt {attempt + 1}: {exc}")
+                if attempt == self.retries:
+                    err = BackendError(f"{what} failed after {self.retries + 1} attempts; last error: {exc}")
+                    err.attempts = list(log)
+                    raise err from exc
+                time.sleep(self.delay(attempt, exc.retry_after, rng))
+        raise AssertionError("unreachable")

@@ -1,0 +1,143 @@
+"""``agentic-toolkit prune MODEL --target-macs 1.77G [--strategy FILE] [--out DIR] [--json]``.
+
+Fits the strategy's pruning ratio to the MAC budget, prunes, optionally saves the result
+(``save_pruned``). ``--json`` prints one JSON object with ``model``, ``target_macs``,
+``achieved_macs``, ``predicted_macs``, ``base_macs``, ``params``, ``base_params``,
+``error_pct``, ``within_tolerance``, ``pruning_ratio``, ``probes``, ``strategy``,
+``out`` and ``seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from ..errors import ToolkitError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="model name (create_model: timm names, cifar_resnet20..56)")
+    parser.add_argument("--target-macs", required=True, help="MAC budget, e.g. 1.77G, 450M or 4.1e9")
+    parser.add_argument("--strategy", default=None, metavar="FILE", help="strategy JSON file (default: Strategy())")
+    parser.add_argument("--out", default=None, metavar="DIR", help="save the pruned model to this directory")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--input-size", default=None, help="C,H,W or a square side (default: the model's; 3,32,32 for CIFAR models)"
+    )
+    parser.add_argument("--pretrained", default=None, metavar="PATH", help="local checkpoint (CIFAR models: 'true')")
+    parser.add_argument("--tolerance", default="1,5", help="accepted band: UP,DOWN in percent (default 1,5)")
+    parser.add_argument(
+        "--calibration-batches",
+        type=int,
+        default=2,
+        help="CIFAR-10 batches of 64 for taylor importance on CIFAR models (default 2)",
+    )
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise ToolkitError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ToolkitError(f"{what} must be positive integers, got {text!r}")
+    return values
+
+
+def _input_shape(model, text: str | None) -> tuple[int, int, int, int]:
+    if text:
+        dims = _ints(text, "--input-size")
+        if len(dims) == 1:
+            dims = (3, dims[0], dims[0])
+        if len(dims) != 3:
+            raise ToolkitError(f"--input-size must be C,H,W or one side, got {text!r}")
+        return (1, *dims)
+    spec = getattr(model, "toolkit_spec", None) or {}
+    if str(spec.get("name", "")).startswith("cifar_"):
+        return (1, 3, 32, 32)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size")
+    return (1, *size) if size and len(size) == 3 else (1, 3, 224, 224)
+
+
+def _tolerance(text: str) -> tuple[float, float]:
+    try:
+        up, down = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ToolkitError(f"--tolerance must be UP,DOWN in percent (e.g. 1,5), got {text!r}") from None
+    return up, down
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..models import create_model
+    from ..pruning.budget import fit_to_budget
+    from ..pruning.persist import save_pruned
+    from ..pruning.strategy import Strategy
+    from ..units import format_macs, parse_macs
+
+    start = time.perf_counter()
+    target = parse_macs(args.target_macs)
+    tolerance = _tolerance(args.tolerance)
+    if args.strategy:
+        try:
+            text = Path(args.strategy).read_text()
+        except OSError as exc:
+            raise ToolkitError(f"cannot read the strategy file {args.strategy}: {exc.strerror or exc}") from None
+        strategy = Strategy.from_json(text)
+    else:
+        strategy = Strategy()
+    pretrained = {"true": True, None: False}.get(args.pretrained, args.pretrained)
+    model = create_model(args.model, pretrained=pretrained)
+    x = torch.randn(_input_shape(model, args.input_size), generator=torch.Generator().manual_seed(0))
+    calibration = None
+    if strategy.importance == "taylor" and args.model.startswith("cifar_") and args.calibration_batches > 0:
+        from ..data import calibration_batches
+
+        calibration = calibration_batches("cifar10", n_batches=args.calibration_batches, batch_size=64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fit_to_budget(model, strategy, target, x, tolerance=tolerance, calibration=calibration)
+        result = fit.prune()
+    notes = sorted({str(w.message) for w in caught})
+    out = str(save_pruned(args.out, result)) if args.out else None
+    report = {
+        "model": args.model,
+        "target_macs": int(target),
+        "achieved_macs": int(result.macs),
+        "predicted_macs": int(fit.predicted_macs),
+        "base_macs": int(result.base_macs),
+        "params": int(result.params),
+        "base_params": int(result.base_params),
+        "error_pct": 100.0 * (result.macs - target) / target,
+        "within_tolerance": bool(fit.within_tolerance),
+        "pruning_ratio": fit.ratio,
+        "probes": fit.probes,
+        "strategy": fit.strategy.to_dict(),
+        "input_shape": list(result.input_shape),
+        "out": out,
+        "notes": notes,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(
+            f"{args.model}: {format_macs(result.base_macs)} -> {format_macs(result.macs)} MACs "
+            f"(target {format_macs(target)}, {report['error_pct']:+.3f}%, "
+            f"{'within' if fit.within_tolerance else 'OUTSIDE'} tolerance +{tolerance[0]}%/-{tolerance[1]}%)"
+        )
+        print(
+            f"params {format_macs(result.base_params)} -> {format_macs(result.params)}; "
+            f"pruning_ratio {fit.ratio:.5f} found in {fit.probes} probes; {report['seconds']:.1f} s"
+        )
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        if out:
+            print(f"saved to {out}")
+    return 0

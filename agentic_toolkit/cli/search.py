@@ -1,0 +1,122 @@
+"""``agentic-toolkit search MODEL --target-macs 4.16G --backend analyst [--log run.jsonl] [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import ToolkitError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model name: cifar_resnet20/32/44/56 or any timm model")
+    parser.add_argument("--target-macs", required=True, help="MAC budget, e.g. 4.16G or 450M")
+    parser.add_argument("--backend", default="analyst", help="analyst (default, offline), grid, anthropic or openai")
+    parser.add_argument("--llm-model", default=None, help="model name for anthropic/openai (default: the backend's)")
+    parser.add_argument("--base-url", default=None, help="endpoint for anthropic/openai (default: the env variable)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per LLM request")
+    parser.add_argument("--tolerance", nargs=2, type=float, default=(1.0, 5.0), metavar=("OVER", "UNDER"),
+                        help="accepted percent above and below the target (default 1 5)")
+    parser.add_argument("--max-revisions", type=int, default=5)
+    parser.add_argument("--no-solve-budget", action="store_true",
+                        help="use the proposer's ratio as is (the paper's setting) instead of solving it")
+    parser.add_argument("--importance", default=None, help="importance criterion of the base strategy")
+    parser.add_argument("--input-size", type=int, default=None, help="square input side (default: the model's)")
+    parser.add_argument("--pretrained", default=None,
+                        help="'true' (CIFAR ResNets: offline weights) or a local checkpoint path")
+    parser.add_argument("--proxy-batches", type=int, default=0,
+                        help="score in-band candidates by proxy accuracy on N CIFAR-10 batches (CIFAR models)")
+    parser.add_argument("--log", default=None, help="history JSONL path (flushed every revision)")
+    parser.add_argument("--resume", action="store_true", help="continue the search recorded in --log")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --log instead of resuming")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _example_inputs(model, name: str, size: int | None):
+    import torch
+
+    if size is None:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        shape = tuple(cfg.get("input_size") or ((3, 32, 32) if name.startswith("cifar_") else (3, 224, 224)))
+    else:
+        if size < 8:
+            raise ToolkitError(f"--input-size must be >= 8, got {size}")
+        shape = (3, size, size)
+    return torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+
+
+def _backend(args):
+    if args.backend not in ("anthropic", "openai"):
+        if args.llm_model or args.base_url or args.timeout:
+            raise ToolkitError("--llm-model/--base-url/--timeout apply only to --backend anthropic or openai")
+        return args.backend
+    from ..agents.backends import make_backend
+
+    options = {}
+    if args.llm_model:
+        options["model"] = args.llm_model
+    if args.base_url:
+        options["base_url"] = args.base_url
+    if args.timeout:
+        options["timeout"] = args.timeout
+    return make_backend(args.backend, **options)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..agents.master import run_agentic_pruning
+    from ..models import create_model
+    from ..pruning.strategy import Strategy
+    from ..units import parse_macs
+
+    target = parse_macs(args.target_macs)  # bad input fails before anything is built
+    backend = _backend(args)
+    if args.resume and args.force:
+        raise ToolkitError("--resume and --force exclude each other")
+    if args.resume and not args.log:
+        raise ToolkitError("--resume needs --log PATH")
+    if args.log and args.force and Path(args.log).exists():
+        Path(args.log).unlink()
+    pretrained = {"true": True, "false": False, None: False}.get(
+        (args.pretrained or "").lower() or None, args.pretrained
+    )
+    import torch
+
+    torch.manual_seed(0)  # a random-init model is then the same in every run (and --resume works)
+    model = create_model(args.model, pretrained=pretrained)
+    inputs = _example_inputs(model, args.model, args.input_size)
+    evaluator = None
+    if args.proxy_batches:
+        if not args.model.startswith("cifar_"):
+            raise ToolkitError("--proxy-batches needs CIFAR-10 data: use it with a cifar_resnet model")
+        from ..data import cifar10
+        from ..training.evaluation import proxy_accuracy
+
+        # the test split is stored class by class: shuffle (seeded) so every batch mixes classes
+        evaluator = proxy_accuracy(cifar10("test", batch_size=128, shuffle=True, seed=0), batches=args.proxy_batches)
+    base = Strategy(importance=args.importance) if args.importance else None
+    result = run_agentic_pruning(
+        model,
+        target,
+        inputs,
+        tolerance=tuple(args.tolerance),
+        max_revisions=args.max_revisions,
+        backend=backend,
+        evaluator=evaluator,
+        solve_budget=not args.no_solve_budget,
+        log_path=args.log,
+        resume=args.resume,
+        base_strategy=base,
+        model_name=args.model,
+        progress=not args.json and sys.stderr.isatty(),
+    )
+    if args.json:
+        print(json.dumps({"model": args.model, **result.to_dict()}, indent=2))
+    else:
+        print(f"{args.model}: {result.summary()}")
+        if result.strategy is not None:
+            print(f"strategy: {result.strategy.to_json()}")
+        if args.log:
+            print(f"history: {args.log}")
+    return 0 if result.converged else 1

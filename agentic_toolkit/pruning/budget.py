@@ -1,0 +1,219 @@
+"""Solve a strategy's global pruning ratio for a MAC budget (``fit_to_budget``).
+
+The strategy's shape (importance, multipliers, ranking, caps, rounding) stays fixed; only
+``pruning_ratio`` is solved. Each probe ranks the cached importance scores and counts the
+MACs of the resulting widths exactly (:class:`agentic_toolkit.pruning.plan.PrunePlan`), so no
+model is pruned while solving. MACs fall monotonically (in steps) as the ratio grows; we
+bracket the target and shrink the bracket by regula falsi (Illinois) with bisection
+safeguards until the two sides are adjacent steps or one lands within 0.01% of the target.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from ..errors import ToolkitError
+from ..units import format_macs, parse_macs
+from .apply import PruneResult, get_plan, prune_with_plan
+from .plan import PrunePlan, Selection
+from .strategy import Strategy
+
+MAX_RATIO = 1.0 - 1e-6  # Strategy.pruning_ratio must stay below 1
+STOP_REL = 1e-4  # a probe this close to the target ends the search
+MAX_PROBES = 64
+
+
+class BudgetInfeasibleError(ToolkitError, ValueError):
+    """No ratio of this strategy reaches the target; ``reachable`` is ``(min, max)`` MACs."""
+
+    def __init__(self, message: str, target: int, reachable: tuple[int, int]):
+        super().__init__(message)
+        self.target = int(target)
+        self.reachable = (int(reachable[0]), int(reachable[1]))
+
+
+@dataclass
+class BudgetFit:
+    """Result of :func:`fit_to_budget`.
+
+    ``strategy`` carries the solved ``pruning_ratio``; ``predicted_macs`` is exact for the
+    model :meth:`prune` (or ``apply_isomorphic_prune(model, fit.strategy, ...)``) builds.
+    ``min_macs``/``max_macs`` bound what this strategy can reach. ``within_tolerance``:
+    the prediction lies in ``[target * (1 - down%), target * (1 + up%)]``.
+    """
+
+    strategy: Strategy
+    target_macs: int
+    predicted_macs: int
+    base_macs: int
+    min_macs: int
+    max_macs: int
+    probes: int
+    within_tolerance: bool
+    tolerance: tuple[float, float]
+    seconds: float
+    plan: PrunePlan | None = field(default=None, repr=False, compare=False)
+    selection: Selection | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ratio(self) -> float:
+        """The solved global pruning ratio."""
+        return self.strategy.pruning_ratio
+
+    @property
+    def error_pct(self) -> float:
+        """Signed distance of the prediction from the target, in percent."""
+        return 100.0 * (self.predicted_macs - self.target_macs) / self.target_macs
+
+    @property
+    def reachable(self) -> tuple[int, int]:
+        return (self.min_macs, self.max_macs)
+
+    def prune(self, inplace: bool = False) -> PruneResult:
+        """Prune the model to the solved strategy, reusing the plan (no second graph build)."""
+        if self.plan is None:
+            raise ToolkitError("this BudgetFit has no plan; call apply_isomorphic_prune instead")
+        return prune_with_plan(self.plan, self.strategy, inplace=inplace, selection=self.selection)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready numbers."""
+        return {
+            "strategy": self.strategy.to_dict(),
+            "target_macs": int(self.target_macs),
+            "predicted_macs": int(self.predicted_macs),
+            "error_pct": self.error_pct,
+            "base_macs": int(self.base_macs),
+            "reachable": [int(self.min_macs), int(self.max_macs)],
+            "probes": int(self.probes),
+            "within_tolerance": bool(self.within_tolerance),
+            "tolerance": list(self.tolerance),
+            "seconds": self.seconds,
+        }
+
+
+def _check_tolerance(tolerance) -> tuple[float, float]:
+    try:
+        up, down = (float(t) for t in tolerance)
+    except (TypeError, ValueError):
+        raise ToolkitError(f"tolerance must be (up %, down %), e.g. (1.0, 5.0); got {tolerance!r}") from None
+    if not (math.isfinite(up) and math.isfinite(down)) or up < 0 or down < 0 or down >= 100:
+        raise ToolkitError(f"tolerance percentages must be >= 0 (down < 100); got {tolerance!r}")
+    return up, down
+
+
+def _check_target(target_macs) -> int:
+    if isinstance(target_macs, bool):
+        raise ToolkitError(f"target_macs must be a MAC count such as 1.77e9 or '1.77G'; got {target_macs!r}")
+    if isinstance(target_macs, (int, float)):
+        if not math.isfinite(target_macs) or target_macs <= 0:
+            raise ToolkitError(f"target_macs must be > 0; got {target_macs!r}")
+        return int(round(target_macs))
+    return parse_macs(target_macs)
+
+
+def fit_to_budget(
+    model: nn.Module,
+    strategy: Strategy,
+    target_macs: int | float | str,
+    example_inputs,
+    tolerance: tuple[float, float] = (1.0, 5.0),
+    calibration=None,
+    plan: PrunePlan | None = None,
+) -> BudgetFit:
+    """Solve ``strategy.pruning_ratio`` so that the pruned model has ``target_macs`` MACs.
+
+    ``tolerance=(up, down)`` in percent is the accepted band ``[target - down%, target +
+    up%]``; the solver returns the reachable count closest to the target (preferring one
+    inside the band). Raises :class:`BudgetInfeasibleError` (with ``.reachable``) when the
+    target is above the model's MACs or below the smallest model the strategy allows, and
+    :class:`ToolkitError` for a target <= 0. Pass ``plan=`` to reuse a previous plan of the
+    same model; the returned fit keeps it (``fit.plan``) and ``fit.prune()`` uses it.
+    MACs are those of one forward pass on ``example_inputs`` (use a batch of 1 for
+    per-image budgets such as the paper's).
+    """
+    start = time.perf_counter()
+    if not isinstance(strategy, Strategy):
+        raise ToolkitError(f"strategy must be an agentic_toolkit.Strategy, got {type(strategy).__name__}")
+    target = _check_target(target_macs)
+    up, down = _check_tolerance(tolerance)
+    p = get_plan(model, example_inputs, calibration, plan)
+    p.check_strategy(strategy)
+    lo_band, hi_band = target * (1 - down / 100.0), target * (1 + up / 100.0)
+    probes = 0
+    cache: dict[float, tuple[int, Selection]] = {}
+
+    def f(r: float) -> int:
+        nonlocal probes
+        if r not in cache:
+            probes += 1
+            sel = p.select(strategy, r)
+            cache[r] = (p.predict_macs(sel), sel)
+        return cache[r][0]
+
+    base = p.base_macs
+    smallest = f(MAX_RATIO)
+    if target > base:
+        raise BudgetInfeasibleError(
+            f"target {format_macs(target)} MACs is above the model's {format_macs(base)} MACs; "
+            f"this strategy reaches {format_macs(smallest)} .. {format_macs(base)}",
+            target,
+            (smallest, base),
+        )
+    if smallest > hi_band:
+        raise BudgetInfeasibleError(
+            f"target {format_macs(target)} MACs is below the smallest model this strategy allows "
+            f"({format_macs(smallest)} at pruning_ratio ~1, max_layer_ratio={strategy.max_layer_ratio}); "
+            f"reachable: {format_macs(smallest)} .. {format_macs(base)}. Raise max_layer_ratio or "
+            "multipliers, or un-ignore layers.",
+            target,
+            (smallest, base),
+        )
+    r_lo, r_hi = 0.0, MAX_RATIO  # invariant: f(r_lo) > target >= f(r_hi), unless an end hits it
+    f_lo, f_hi = f(r_lo), smallest
+    last = ""
+    while smallest < target < f_lo and probes < MAX_PROBES and r_hi - r_lo > 1e-9:
+        if min(f_lo - target, target - f_hi) <= STOP_REL * target:
+            break
+        if last.endswith("lolo") or last.endswith("hihi"):
+            r = (r_lo + r_hi) / 2  # regula falsi stalls on one side: bisect
+        else:
+            r = r_lo + (r_hi - r_lo) * (f_lo - target) / (f_lo - f_hi)
+            r = min(max(r, r_lo + 1e-3 * (r_hi - r_lo)), r_hi - 1e-3 * (r_hi - r_lo))
+        v = f(r)
+        if v > target:
+            r_lo, f_lo, last = r, v, last + "lo"
+        else:
+            r_hi, f_hi, last = r, v, last + "hi"
+        last = last[-4:]
+    candidates = [(r_lo, f_lo), (r_hi, f_hi)]
+    inside = [c for c in candidates if lo_band <= c[1] <= hi_band]
+    ratio, predicted = min(inside or candidates, key=lambda c: (abs(c[1] - target), c[0]))
+    within = lo_band <= predicted <= hi_band
+    fitted = strategy.replace(pruning_ratio=float(ratio))
+    if not within:
+        warnings.warn(
+            f"closest reachable MACs {format_macs(predicted)} are outside the band "
+            f"[-{down}%, +{up}%] of {format_macs(target)} (the strategy's steps are too coarse here; "
+            "try a smaller round_to)",
+            stacklevel=2,
+        )
+    return BudgetFit(
+        strategy=fitted,
+        target_macs=target,
+        predicted_macs=int(predicted),
+        base_macs=int(base),
+        min_macs=int(smallest),
+        max_macs=int(base),
+        probes=probes,
+        within_tolerance=within,
+        tolerance=(up, down),
+        seconds=time.perf_counter() - start,
+        plan=p,
+        selection=cache[ratio][1],
+    )

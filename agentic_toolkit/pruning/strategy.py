@@ -1,0 +1,183 @@
+"""The pruning strategy an agent proposes: a validated, JSON-serialisable dataclass.
+
+Validation collects every problem at once (so an LLM repair request can quote them all)
+and raises :class:`StrategyError`. Scope names in ``multipliers`` are checked against a
+concrete model later, by the pruning engine (see :func:`agentic_toolkit.describe_scopes`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ToolkitError
+
+IMPORTANCES = ("taylor", "magnitude_l1", "magnitude_l2", "lamp", "random")
+MULTIPLIER_RANGE = (0.0, 4.0)  # exclusive lower bound, inclusive upper bound
+
+
+class StrategyError(ToolkitError, ValueError):
+    """An invalid strategy; ``errors`` lists every problem found."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("invalid strategy:\n- " + "\n- ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How to prune: importance criterion, global ratio and per-scope shape.
+
+    ``pruning_ratio`` is the global channel ratio; ``multipliers`` scale it per named
+    scope (e.g. ``{"stage4": 1.3, "vit.mlp": 1.2, "attn.head_dim": 0.5}``); the budget
+    solver keeps importance and multipliers fixed and solves only for the ratio.
+    """
+
+    importance: str = "magnitude_l2"
+    pruning_ratio: float = 0.3
+    isomorphic: bool = True
+    global_pruning: bool = True
+    round_to: int | None = None
+    multipliers: dict[str, float] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+    max_layer_ratio: float = 0.9
+
+    def __post_init__(self) -> None:
+        errors = self.problems()
+        if errors:
+            raise StrategyError(errors)
+        # store plain, copied containers so a strategy never aliases caller state
+        object.__setattr__(self, "multipliers", {str(k): float(v) for k, v in self.multipliers.items()})
+        object.__setattr__(self, "ignored", [str(p) for p in self.ignored])
+        object.__setattr__(self, "pruning_ratio", float(self.pruning_ratio))
+        object.__setattr__(self, "max_layer_ratio", float(self.max_layer_ratio))
+
+    def problems(self) -> list[str]:
+        """Every validation problem of this strategy (empty when valid)."""
+        return _field_problems(self.__dict__)
+
+    # --- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (deep copy) of the fields."""
+        return json.loads(self.to_json())
+
+    def to_json(self, indent: int | None = None) -> str:
+        """JSON text of the fields, keys sorted."""
+        return json.dumps(
+            {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, indent=indent, sort_keys=True
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Strategy:
+        """Build from a dict, reporting unknown fields and invalid values all at once."""
+        if not isinstance(data, dict):
+            raise StrategyError([f"a strategy must be a JSON object, got {type(data).__name__}"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        errors = [f"unknown field '{k}' (allowed: {', '.join(sorted(known))})" for k in data if k not in known]
+        merged = dict(cls().__dict__)
+        merged.update({k: v for k, v in data.items() if k in known})
+        errors += _field_problems(merged)
+        if errors:
+            raise StrategyError(errors)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str) -> Strategy:
+        """Parse JSON text (see :meth:`from_dict`)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StrategyError([f"not valid JSON: {exc}"]) from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> Strategy:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def json_schema() -> dict[str, Any]:
+        """JSON Schema (draft 2020-12) of a strategy, e.g. for an LLM tool's input schema."""
+        lo, hi = MULTIPLIER_RANGE
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "Strategy",
+            "description": "A structured-pruning strategy for a MAC budget.",
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "importance": {
+                    "type": "string",
+                    "enum": list(IMPORTANCES),
+                    "description": "Channel importance criterion.",
+                },
+                "pruning_ratio": {
+                    "type": "number",
+                    "minimum": 0.0,
+                    "exclusiveMaximum": 1.0,
+                    "description": "Global channel pruning ratio before multipliers.",
+                },
+                "isomorphic": {"type": "boolean", "description": "Rank channels only within groups of identical structure."},
+                "global_pruning": {"type": "boolean", "description": "Rank channels globally (True) or per layer (False)."},
+                "round_to": {
+                    "type": ["integer", "null"],
+                    "minimum": 1,
+                    "description": "Keep channel counts multiples of this (hardware friendly).",
+                },
+                "multipliers": {
+                    "type": "object",
+                    "additionalProperties": {"type": "number", "exclusiveMinimum": lo, "maximum": hi},
+                    "description": "Per-scope multipliers of the pruning ratio (scope name -> factor).",
+                },
+                "ignored": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Module-name glob patterns never pruned (the classifier always is).",
+                },
+                "max_layer_ratio": {
+                    "type": "number",
+                    "exclusiveMinimum": 0.0,
+                    "maximum": 1.0,
+                    "description": "Largest fraction of channels removed from any one layer.",
+                },
+            },
+        }
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _field_problems(d: dict[str, Any]) -> list[str]:
+    errors = []
+    imp = d.get("importance")
+    if imp not in IMPORTANCES:
+        errors.append(f"importance must be one of {', '.join(IMPORTANCES)}; got {imp!r}")
+    r = d.get("pruning_ratio")
+    if not _is_number(r) or not 0.0 <= r < 1.0:
+        errors.append(f"pruning_ratio must be a number in [0, 1); got {r!r}")
+    for name in ("isomorphic", "global_pruning"):
+        if not isinstance(d.get(name), bool):
+            errors.append(f"{name} must be true or false; got {d.get(name)!r}")
+    rt = d.get("round_to")
+    if rt is not None and (not isinstance(rt, int) or isinstance(rt, bool) or rt < 1):
+        errors.append(f"round_to must be null or an integer >= 1; got {rt!r}")
+    mult = d.get("multipliers")
+    lo, hi = MULTIPLIER_RANGE
+    if not isinstance(mult, dict):
+        errors.append(f"multipliers must be an object of scope name -> number; got {mult!r}")
+    else:
+        for k, v in mult.items():
+            if not isinstance(k, str) or not k:
+                errors.append(f"multiplier scope names must be non-empty strings; got {k!r}")
+            if not _is_number(v) or not lo < v <= hi:
+                errors.append(f"multiplier for '{k}' must be a number in ({lo}, {hi}]; got {v!r}")
+    ign = d.get("ignored")
+    if not isinstance(ign, (list, tuple)) or not all(isinstance(p, str) and p for p in ign):
+        errors.append(f"ignored must be a list of non-empty module-name patterns; got {ign!r}")
+    mlr = d.get("max_layer_ratio")
+    if not _is_number(mlr) or not 0.0 < mlr <= 1.0:
+        errors.append(f"max_layer_ratio must be a number in (0, 1]; got {mlr!r}")
+    return errors
