@@ -8,7 +8,7 @@ The stages, one subpackage each: :mod:`~agentic_toolkit.profiling` (Profiling ag
 notebook needs is importable from here: ``import agentic_toolkit as at``.
 """
 
-from .agents import Proposal, SearchResult, propose_strategy, run_agentic_pruning
+from .agents import AgenticSearch, Proposal, SearchResult, propose_strategy, run_agentic_pruning
 from .benchmarking import BenchmarkResult, benchmark
 from .data import calibration_batches, cifar10, imagenet_folder
 from .models import create_model, list_models
@@ -20,16 +20,24 @@ from .pruning import (
     PruneResult,
     Strategy,
     apply_isomorphic_prune,
+    describe_importances,
     describe_scopes,
+    describe_strategies,
     fit_to_budget,
     get_plan,
+    list_importances,
+    list_strategies,
     load_pruned,
+    register_importance,
+    register_strategy,
     save_pruned,
+    strategy_preset,
 )
-from .training import FinetuneResult, evaluate, finetune, proxy_accuracy
+from .training import FinetuneResult, Recipe, evaluate, finetune, proxy_accuracy
 from .version import __version__
 
 __all__ = [
+    "AgenticSearch",
     "BenchmarkResult",
     "BudgetFit",
     "BudgetInfeasibleError",
@@ -38,6 +46,7 @@ __all__ = [
     "Proposal",
     "PrunePlan",
     "PruneResult",
+    "Recipe",
     "SearchResult",
     "Strategy",
     "__version__",
@@ -46,17 +55,24 @@ __all__ = [
     "calibration_batches",
     "cifar10",
     "create_model",
+    "describe_importances",
     "describe_scopes",
+    "describe_strategies",
     "evaluate",
     "finetune",
     "fit_to_budget",
     "get_plan",
     "imagenet_folder",
+    "list_importances",
     "list_models",
+    "list_strategies",
     "load_pruned",
     "profile_macs",
     "propose_strategy",
     "proxy_accuracy",
+    "register_importance",
+    "register_strategy",
     "run_agentic_pruning",
     "save_pruned",
+    "strategy_preset",
 ]

@@ -26,12 +26,42 @@ CIFAR_CLASSES = (
 )
 CIFAR_ARCHIVE = "cifar10/cifar10_jpg.tar.gz"
 CIFAR_SHA256 = "adeb9b8c9a00432b5afd5f2a9861b1299d572df0f4c01fb7ed1f6182cbf713a6"
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
+#: Held-out selection data: a fixed, class-balanced, seeded slice of the training images.
+#: Every selection the toolkit makes (search scores, best epochs, the budget panel) uses it;
+#: ``test`` is for final reports only.
+VAL_PER_CLASS = 500
+VAL_SEED = 0
 
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ToolkitError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def holdout_indices(labels: torch.Tensor, per_class: int, seed: int = VAL_SEED) -> torch.Tensor:
+    """Sorted indices of ``per_class`` seeded random items of every class (class-balanced)."""
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        if len(idx) < per_class:
+            raise ToolkitError(f"class {c} has {len(idx)} items, fewer than the {per_class} held out")
+        picked.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    return torch.cat(picked).sort().values
+
+
+def _select_split(split: str, train: tuple[torch.Tensor, torch.Tensor], holdout: bool):
+    """``train`` without the held-out slice (unless ``holdout=False``), or the ``val`` slice."""
+    images, labels = train
+    keep = holdout_indices(labels, VAL_PER_CLASS)
+    if split == "val":
+        return images[keep], labels[keep]
+    if not holdout:
+        return images, labels
+    mask = torch.ones(len(labels), dtype=torch.bool)
+    mask[keep] = False
+    return images[mask], labels[mask]
 
 
 def decode_cifar_archive(archive: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -72,14 +102,22 @@ def _torchvision_cifar(split: str, root: Path) -> tuple[torch.Tensor, torch.Tens
 
 
 def cifar10_tensors(
-    split: str = "train", root: str | Path | None = None, download: bool = False
+    split: str = "train", root: str | Path | None = None, download: bool = False, holdout: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10 as ``(uint8 images N x 3 x 32 x 32, int64 labels)``.
 
-    The JPEG archive is checksum-verified and decoded once; both splits are cached in
-    the cache directory as a tensor file that later calls load in well under a second.
+    ``val`` is a fixed, class-balanced, seeded slice of 5,000 training images (500 per
+    class); ``train`` excludes it (45,000 images) unless ``holdout=False`` (all 50,000).
+    The JPEG archive is checksum-verified and decoded once; both archive splits are cached
+    in the cache directory as a tensor file that later calls load in well under a second.
     """
     _check_split(split)
+    if split != "test":
+        return _select_split(split, _archive_split("train", root, download), holdout)
+    return _archive_split("test", root, download)
+
+
+def _archive_split(split: str, root, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         archive = find_data_file(CIFAR_ARCHIVE, root, what="CIFAR-10 JPEG archive")
     except DataNotFoundError as exc:
@@ -166,16 +204,19 @@ def cifar10(
     seed: int = 0,
     limit: int | None = None,
     drop_last: bool = False,
+    holdout: bool = True,
 ) -> DataLoader:
     """CIFAR-10 DataLoader from the offline JPEG set (see :func:`cifar10_tensors`).
 
-    ``augment`` and ``shuffle`` default to True for ``train``, False for ``test``.
+    Splits: ``train`` (45,000 images; all 50,000 with ``holdout=False``), ``val`` (the
+    5,000 held-out training images, for every selection) and ``test`` (10,000, for final
+    reports only). ``augment`` and ``shuffle`` default to True for ``train``, False otherwise.
     ``limit`` keeps a seeded random subset of that many images (for smoke runs).
     """
     _check_split(split)
     if batch_size < 1:
         raise ToolkitError(f"batch_size must be >= 1, got {batch_size}")
-    images, labels = cifar10_tensors(split, root, download)
+    images, labels = cifar10_tensors(split, root, download, holdout)
     if limit is not None:
         if limit < 1:
             raise ToolkitError(f"limit must be >= 1, got {limit}")
@@ -202,15 +243,23 @@ def imagenet_folder(
     augment: bool | None = None,
     num_workers: int = 4,
     shuffle: bool | None = None,
+    holdout_per_class: int = 10,
 ) -> DataLoader:
     """ImageNet-style ``root/<split>/<class>/*.jpeg`` loader with timm's transforms.
 
-    With ``model`` given, its pretrained config (input size, mean, std, crop) is used.
+    Splits: ``train`` (``root/train`` without the held-out slice), ``holdout`` (a fixed,
+    seeded, class-balanced slice of ``holdout_per_class`` images per class of ``root/train``:
+    the selection data for searches and best epochs) and ``val`` (``root/val``, the set papers
+    report ImageNet top-1 on: final reports only). ``holdout_per_class=0`` gives all of
+    ``root/train``. With ``model`` given, its pretrained config (input size, mean, std, crop)
+    is used.
     """
     from timm.data import create_transform, resolve_data_config
     from torchvision.datasets import ImageFolder
 
-    folder = Path(root).expanduser() / split
+    if split not in ("train", "holdout", "val"):
+        raise ToolkitError(f"split must be 'train', 'holdout' or 'val', got {split!r}")
+    folder = Path(root).expanduser() / ("train" if split == "holdout" else split)
     if not folder.is_dir():
         raise DataNotFoundError(
             f"no ImageNet-style folder at {folder}: expected {folder}/<class>/<image> files. "
@@ -218,11 +267,21 @@ def imagenet_folder(
         )
     is_train = split == "train" if augment is None else augment
     cfg = resolve_data_config({"input_size": input_size}, model=model)
-    transform = create_transform(**cfg, is_training=is_train)
+    dataset: Dataset = ImageFolder(str(folder), transform=create_transform(**cfg, is_training=is_train))
+    if split != "val" and (holdout_per_class > 0 or split == "holdout"):
+        if holdout_per_class < 1:
+            raise ToolkitError("split='holdout' needs holdout_per_class >= 1")
+        targets = torch.tensor(dataset.targets)
+        keep = holdout_indices(targets, holdout_per_class)
+        if split == "train":
+            mask = torch.ones(len(targets), dtype=torch.bool)
+            mask[keep] = False
+            keep = torch.nonzero(mask).flatten()
+        dataset = torch.utils.data.Subset(dataset, keep.tolist())
     return DataLoader(
-        ImageFolder(str(folder), transform=transform),
+        dataset,
         batch_size=batch_size,
-        shuffle=is_train if shuffle is None else shuffle,
+        shuffle=split == "train" if shuffle is None else shuffle,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
     )
@@ -238,7 +297,8 @@ def calibration_batches(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A fixed, seeded subset as a list of ``(images, labels)`` batches, without augmentation.
 
-    ``source`` is ``"cifar10"`` or any map-style dataset / DataLoader (its dataset is used).
+    ``source`` is ``"cifar10"`` (``split`` of it: ``train`` for importance scores, ``val``
+    for selection) or any map-style dataset / DataLoader (its dataset is used).
     The same seed always gives the same images, so importance scores are reproducible.
     """
     if n_batches < 1 or batch_size < 1:
@@ -272,5 +332,6 @@ __all__ = [
     "cifar10",
     "cifar10_tensors",
     "decode_cifar_archive",
+    "holdout_indices",
     "imagenet_folder",
 ]

@@ -8,6 +8,7 @@ progress bar, the Master agent's status, a live history table and the convergenc
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,52 +17,29 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 from IPython.display import display
-from matplotlib.ticker import MaxNLocator
 
+from .agents.history import history_frame
+from .plots import plot_convergence
 from .units import format_macs
 
+#: The columns of the panel's live history table.
 HISTORY_COLUMNS = ("revision", "proposer", "pruning_ratio", "achieved_macs", "error_pct", "score", "status")
 
 
-def history_frame(records: Sequence[dict], target_macs: int, tolerance: tuple[float, float]) -> pd.DataFrame:
-    """Compact table of search records: one row per revision with its error and band status."""
-    over, under = tolerance
-    rows = []
-    for rec in records:
-        macs = rec.get("achieved_macs")
-        err = 100.0 * (macs - target_macs) / target_macs if macs else float("nan")
-        in_band = rec.get("in_band", -under <= err <= over)
-        strategy = rec.get("strategy") or rec.get("proposed") or {}
-        rows.append(
-            {
-                "revision": rec.get("revision"),
-                "proposer": rec.get("proposer", rec.get("backend", "")),
-                "pruning_ratio": strategy.get("pruning_ratio"),
-                "achieved_macs": format_macs(macs) if macs else "-",
-                "error_pct": round(err, 3),
-                "score": None if rec.get("score") is None else round(float(rec["score"]), 2),
-                "status": "error" if macs is None else "converged" if in_band else ("over" if err > over else "under"),
-            }
-        )
-    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
+def display_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The panel's compact table of a :func:`history_frame` with ``status``: MACs formatted, numbers rounded."""
+    out = frame.reindex(columns=list(HISTORY_COLUMNS)).copy()
+    out["achieved_macs"] = [format_macs(int(m)) if _number(m) and m else "-" for m in out["achieved_macs"]]
+    out["error_pct"] = [round(float(e), 3) if _number(e) else float("nan") for e in out["error_pct"]]
+    out["score"] = [round(float(s), 2) if _number(s) else float("nan") for s in out["score"]]
+    return out
 
 
-def plot_convergence(frame: pd.DataFrame, tolerance: tuple[float, float], ax=None, title: str | None = None):
-    """Error vs revision with the tolerance band shaded; returns the figure."""
-    over, under = tolerance
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 3.2))
-    ax.axhspan(-under, over, color="tab:green", alpha=0.15, label=f"band (+{over:g}% / -{under:g}%)")
-    ax.axhline(0, color="k", lw=0.8)
-    if len(frame):
-        ax.plot(frame["revision"], frame["error_pct"], "o-", color="tab:blue", label="achieved")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("revision")
-    ax.set_ylabel("MAC error vs target (%)")
-    ax.set_title(title or "Agent search: MAC error per revision")
-    ax.legend(loc="best", fontsize=8)
-    ax.figure.tight_layout()
-    return ax.figure
+def _number(value) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 class BudgetPanel:
@@ -173,8 +151,9 @@ class BudgetPanel:
         self.records.append(record)
         self.progress.value = min(len(self.records), self.progress.max)
         frame = history_frame(self.records, self.target_macs, self.tolerance)
-        self.history_html.value = frame.to_html(index=False, classes="agentic-history-table", na_rep="-")
-        last = frame.iloc[-1]
+        table = display_table(frame)
+        self.history_html.value = table.to_html(index=False, classes="agentic-history-table", na_rep="-")
+        last = table.iloc[-1]
         self.status.value = (
             f"revision {last['revision']}: {last['achieved_macs']} MACs, error {last['error_pct']:+.2f}% "
             f"({last['status']})"

@@ -5,68 +5,46 @@ For each model (random init, 1x3x224x224, CPU, magnitude_l2 isomorphic strategy)
 - *fit*: ``fit_to_budget(model, strategy, target, x)`` then ``fit.prune()`` from scratch.
 Both include building the dependency graph, the importance scores and the MAC profile;
 the fit then probes ratios on the cached scores and prunes once. The two are interleaved
-``--repeat`` times after a warm-up and the medians compared. Also prints the achieved
+``--repeat`` times after a warm-up and the medians compared. Also records the achieved
 MACs, the error against the target and the number of probes. Goal: ratio <= 2 on
-ResNet-50, ConvNeXt-Small and DeiT-Base.
-Usage: python benchmarks/bench_budget.py [--repeat N] [--models name=target,...]
+ResNet-50, ConvNeXt-Small and DeiT-Base. The driver is
+:func:`agentic_toolkit.studies.budget.budget_cost`. Writes data/bench_budget.csv.
+
+    python benchmarks/bench_budget.py [--repeat N] [--models name=target,...]
+    python benchmarks/bench_budget.py --smoke      # resnet50, one repeat -> data/smoke/
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-import warnings
+import sys
+from pathlib import Path
 
-import torch
+from agentic_toolkit.studies.budget import COST_TARGETS, budget_cost
+from agentic_toolkit.studies.machine import annotate, machine_line, output_dir, write_table
 
-from agentic_toolkit import Strategy, apply_isomorphic_prune, create_model, fit_to_budget
-from agentic_toolkit.units import format_macs, parse_macs
-
-DEFAULT = "resnet50=1.77G,convnext_small=8.17G,deit_base_patch16_224=4.16G"
+DEFAULT = ",".join(f"{m}={t}" for m, t in COST_TARGETS.items())
 
 
-def _fixed(model, strategy, x) -> float:
-    start = time.perf_counter()
-    apply_isomorphic_prune(model, strategy, x)
-    return time.perf_counter() - start
-
-
-def _fit_and_prune(model, strategy, target, x):
-    start = time.perf_counter()
-    fit = fit_to_budget(model, strategy, target, x)
-    result = fit.prune()
-    return time.perf_counter() - start, fit, result
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--models", default=DEFAULT, help=f"name=target pairs (default {DEFAULT})")
+    ap.add_argument("--repeat", type=int, default=None, help="interleaved pairs (default 5; --smoke: 1)")
+    ap.add_argument("--models", default=None, help=f"name=target pairs (default {DEFAULT})")
     ap.add_argument("--fixed-ratio", type=float, default=0.3)
-    args = ap.parse_args()
-    warnings.simplefilter("ignore")
-    strategy = Strategy()
-    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    warm = create_model("cifar_resnet20")
-    fit_to_budget(warm, strategy, 20e6, torch.randn(1, 3, 32, 32)).prune()
-    print(f"{'model':<24}{'target':>8}{'achieved':>10}{'error%':>9}{'probes':>8}"
-          f"{'fixed s':>9}{'fit+prune s':>13}{'ratio':>7}")
-    for item in args.models.split(","):
-        name, target = item.split("=")
-        target_macs = parse_macs(target)
-        model = create_model(name)
-        fixed, fitted = [], []
-        for _ in range(args.repeat):
-            fixed.append(_fixed(model, strategy.replace(pruning_ratio=args.fixed_ratio), x))
-            t, fit, result = _fit_and_prune(model, strategy, target_macs, x)
-            fitted.append(t)
-        t_fixed, t_fit = statistics.median(fixed), statistics.median(fitted)
-        err = 100.0 * (result.macs - target_macs) / target_macs
-        print(f"{name:<24}{format_macs(target_macs):>8}{format_macs(result.macs):>10}{err:>+9.4f}"
-              f"{fit.probes:>8}{t_fixed:>9.2f}{t_fit:>13.2f}{t_fit / t_fixed:>7.2f}")
-        assert result.macs == fit.predicted_macs, "pruned MACs differ from the prediction"
+    ap.add_argument("--smoke", action="store_true", help="resnet50 only, one pair, written to data/smoke/")
+    ap.add_argument("--out", type=Path, default=None, help="default: data/bench_budget.csv (--smoke: data/smoke/)")
+    args = ap.parse_args(argv)
+    spec = args.models or ("resnet50=1.77G" if args.smoke else DEFAULT)
+    targets = dict(item.split("=") for item in spec.split(","))
+    repeat = args.repeat or (1 if args.smoke else 5)
+    df = annotate(budget_cost(targets, repeat=repeat, fixed_ratio=args.fixed_ratio))
+    out = write_table(df, args.out or output_dir(args.smoke) / "bench_budget.csv")
+    print(df[["model", "target", "achieved_macs", "error_pct", "probes", "fixed_s", "fit_prune_s", "cost_ratio", "exact"]]
+          .to_string(index=False))
+    print(f"(fit + prune) / fixed prune: {df['cost_ratio'].min():.2f}-{df['cost_ratio'].max():.2f} (goal <= 2)")
+    print(f"{machine_line()}\nwrote {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

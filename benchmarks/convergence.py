@@ -8,8 +8,8 @@ used as is) and on (fit_to_budget sets it). No evaluator: MACs only, so it runs 
 The driver is :func:`agentic_toolkit.studies.convergence.convergence_study` (notebook 04 uses it too).
 
 Writes data/convergence.csv (one row per case x backend x solve_budget, with the
-per-revision ratios and errors as JSON lists for trajectory plots) and prints the success
-rate and mean revisions per backend.
+per-revision ratios and errors as JSON lists for trajectory plots, and the machine, date
+and versions) and prints the success rate and mean revisions per backend.
 
     python benchmarks/convergence.py            # the full study
     python benchmarks/convergence.py --smoke    # one model, two targets -> data/smoke/
@@ -19,19 +19,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from pathlib import Path
 
-import torch
-
-from agentic_toolkit.studies.convergence import (
-    PAPER_MODELS,
-    convergence_study,
-    summarise_convergence,
-)
-
-ROOT = Path(__file__).resolve().parent.parent
+from agentic_toolkit.studies.convergence import convergence_study, summarise_convergence
+from agentic_toolkit.studies.machine import annotate, machine_line, output_dir, write_table
+from agentic_toolkit.studies.paper import PAPER_MODELS
 
 
 def main(argv=None) -> int:
@@ -39,15 +32,13 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="one model (resnet50), two targets")
     ap.add_argument("--models", nargs="*", default=None, help=f"subset of {', '.join(PAPER_MODELS)}")
     ap.add_argument("--backends", nargs="*", default=None, help="default: grid analyst (+ anthropic with a key)")
-    ap.add_argument("--out", default=None, help="default: data/convergence.csv (--smoke: data/smoke/convergence.csv)")
+    ap.add_argument("--out", type=Path, default=None, help="default: data/convergence.csv (--smoke: data/smoke/convergence.csv)")
     args = ap.parse_args(argv)
-    out = Path(args.out or ROOT / "data" / ("smoke" if args.smoke else "") / "convergence.csv")
     models = args.models or (PAPER_MODELS[:1] if args.smoke else PAPER_MODELS)
     backends = args.backends or (["grid", "analyst"] + (["anthropic"] if os.environ.get("ANTHROPIC_API_KEY") else []))
-    df = convergence_study(models, backends, smoke=args.smoke)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
-    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}; wrote {out} ({len(df)} rows)")
+    df = annotate(convergence_study(models, backends, smoke=args.smoke))
+    out = write_table(df, args.out or output_dir(args.smoke) / "convergence.csv")
+    print(f"\n{machine_line()}; wrote {out} ({len(df)} rows)")
     print(summarise_convergence(df).to_string(index=False))
     return 0
 

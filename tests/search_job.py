@@ -1,7 +1,11 @@
-"""A small, deterministic agentic search used by test_master (in-process and as a subprocess).
+"""A small, deterministic agentic search used by test_master and test_resume (in-process and as a subprocess).
 
-``python search_job.py LOG MARKER``: runs the search, and on the evaluator's second call
-touches MARKER and sleeps, so that the parent can SIGKILL it between revisions.
+``python search_job.py LOG MARKER [BACKEND]``: runs the search, and on the evaluator's second
+call touches MARKER and sleeps, so that the parent can SIGKILL it between revisions. BACKEND
+is ``analyst`` (default) or ``anthropic`` (key and stand-in URL from ``$ANTHROPIC_API_KEY`` and
+``$ANTHROPIC_BASE_URL``). The stall is patched into the scoring function, not wrapped around
+the evaluator, so the history header names the same evaluator as the parent's resumed search
+(a resume checks it).
 """
 
 from __future__ import annotations
@@ -29,24 +33,38 @@ def setup():
     return model, x, evaluator
 
 
-def search(model, x, evaluator, log, resume=False, plan=None):
+def make_backend(name: str = "analyst"):
+    """The backend by name; ``anthropic`` reads its key and URL from the environment."""
+    if name == "anthropic":
+        from agentic_toolkit.agents.backends.anthropic_backend import AnthropicBackend
+
+        return AnthropicBackend(timeout=10.0, retries=1, backoff=0.01)
+    return name
+
+
+def search(model, x, evaluator, log, resume=False, plan=None, backend="analyst"):
     from agentic_toolkit.profiling.profile import profile_macs
 
     target = int(TARGET_FRACTION * profile_macs(model, example_inputs=x).total_macs)
     return run_agentic_pruning(
         model, target, x, evaluator=evaluator, max_revisions=4, patience=2, log_path=log,
-        resume=resume, progress=False, plan=plan,
+        resume=resume, progress=False, plan=plan, backend=make_backend(backend),
     )
 
 
 if __name__ == "__main__":
-    log, marker = Path(sys.argv[1]), Path(sys.argv[2])
-    model, x, evaluator = setup()
+    from agentic_toolkit.training import evaluation
 
-    def stalling(m):
-        if evaluator.calls == 1:  # second candidate: signal the parent, then wait to be killed
+    log, marker = Path(sys.argv[1]), Path(sys.argv[2])
+    backend = sys.argv[3] if len(sys.argv) > 3 else "analyst"
+    model, x, evaluator = setup()
+    measure = evaluation.evaluate
+
+    def stalling(*args, **kwargs):
+        if evaluator.calls == 2:  # second candidate: signal the parent, then wait to be killed
             marker.touch()
             time.sleep(600)
-        return evaluator(m)
+        return measure(*args, **kwargs)
 
-    search(model, x, stalling, log)
+    evaluation.evaluate = stalling
+    search(model, x, evaluator, log, backend=backend)

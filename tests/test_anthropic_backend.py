@@ -20,6 +20,7 @@ from agentic_toolkit.agents.backends.anthropic_backend import (
     TOOL_NAME,
     AnthropicBackend,
 )
+from agentic_toolkit.agents.backends.base import system_prompt
 from agentic_toolkit.pruning.strategy import Strategy
 
 KEY = "sk-ant-test-KEY-0123456789-do-not-log"
@@ -56,6 +57,7 @@ def test_valid_tool_call():
     (req,) = srv.requests
     body = req["body"]
     assert req["path"] == "/v1/messages"
+    assert body["system"] == system_prompt() and system_prompt().startswith("You are the Analysis agent")
     assert body["model"] == DEFAULT_MODEL and body["tool_choice"] == {"type": "tool", "name": TOOL_NAME}
     schema = body["tools"][0]["input_schema"]
     assert schema["properties"]["pruning_ratio"] == Strategy.json_schema()["properties"]["pruning_ratio"]

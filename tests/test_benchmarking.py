@@ -54,6 +54,9 @@ def test_speedup_against_a_baseline(pair):
     assert "speedup" in res.summary() and "efficiency" in str(res)
     frame = res.to_frame()
     assert {"batch_size", "latency_ms", "speedup_median", "efficiency"} <= set(frame.columns)
+    assert json.loads(json.dumps(res.to_dict()))["results"][0]["speedup"]["median"] > 0
+    fig = res.plot()
+    assert fig.axes[0].get_xlabel() == "batch size" and len(fig.axes[0].patches) == 4  # 2 sizes x 2 models
 
 
 def test_a_model_against_its_copy_has_speedup_about_one(pair):

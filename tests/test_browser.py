@@ -1,6 +1,9 @@
 """Real-browser test of the quickstart notebook: JupyterLab on 127.0.0.1 with a token, driven
 through Playwright in Debian's Chromium (no browser download). It runs the notebook, moves the
 budget slider, clicks Run and waits for a converged row in the live history table.
+
+The panel's screenshot goes to the git-ignored ``figures/smoke/`` so ``make test`` leaves the
+checkout clean; ``UPDATE_FIGURES=1`` writes the committed ``figures/browser_budget_panel.png``.
 """
 
 from __future__ import annotations
@@ -20,11 +23,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("AGENTIC_TOOLKIT_CHROMIUM", "/usr/bin/chromium"))
-SCREENSHOT = ROOT / "figures" / "browser_budget_panel.png"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
+SCREENSHOT_NAME = "browser_budget_panel.png"
+
+
+def screenshot_path() -> Path:
+    """``figures/`` with ``UPDATE_FIGURES=1`` (refresh the committed image), else ``figures/smoke/``."""
+    update = os.environ.get("UPDATE_FIGURES", "0") not in ("", "0")
+    folder = ROOT / "figures" / ("" if update else "smoke")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / SCREENSHOT_NAME
+
 
 pytestmark = pytest.mark.browser
 
@@ -138,10 +150,19 @@ def test_budget_panel_in_jupyterlab(lab):
             )
             table = page.locator(".agentic-history table")
             assert table.locator("td", has_text=re.compile(r"^converged$")).count() >= 1
-            page.locator(".agentic-panel").screenshot(path=str(SCREENSHOT))
+            page.locator(".agentic-panel").screenshot(path=str(screenshot_path()))
         except Exception:
             page.screenshot(path=str(scratch / "failure.png"), full_page=True)
             print("failure screenshot:", scratch / "failure.png")
             raise
         finally:
             browser.close()
+
+
+def test_screenshot_goes_to_smoke_unless_updating(monkeypatch):
+    monkeypatch.delenv("UPDATE_FIGURES", raising=False)
+    assert screenshot_path() == ROOT / "figures" / "smoke" / SCREENSHOT_NAME
+    monkeypatch.setenv("UPDATE_FIGURES", "0")
+    assert screenshot_path().parent.name == "smoke"
+    monkeypatch.setenv("UPDATE_FIGURES", "1")
+    assert screenshot_path() == ROOT / "figures" / SCREENSHOT_NAME

@@ -83,3 +83,20 @@ def test_coarse_steps_report_outside_band():
         fit = fit_to_budget(model, Strategy(round_to=16), int(0.81 * base), X32)
     assert not fit.within_tolerance
     assert fit.prune().macs == fit.predicted_macs
+
+
+def test_budget_fit_surface():
+    import json
+
+    model = create_model("cifar_resnet20")
+    fit = fit_to_budget(model, Strategy(), "20M", X32)
+    text = fit.summary()
+    assert isinstance(text, str) and str(fit) == text
+    assert "target 20.00M MACs" in text or "target 20" in text
+    assert f"{fit.ratio:.5f}" in text and "within" in text
+    d = fit.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["predicted_macs"] == fit.predicted_macs and d["probes"] == fit.probes
+    probes = fit.to_frame()
+    assert list(probes.columns) == ["probe", "ratio", "predicted_macs", "error_pct"]
+    assert len(probes) == fit.probes and fit.predicted_macs in set(probes["predicted_macs"])

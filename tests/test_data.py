@@ -88,3 +88,37 @@ def test_imagenet_folder_uses_timm_transforms(tmp_path):
     loader = imagenet_folder(tmp_path, "val", batch_size=2, num_workers=0)
     x, y = next(iter(loader))
     assert x.shape == (2, 3, 224, 224) and sorted(y.tolist()) == [0, 1]
+
+
+def test_val_split_is_held_out_balanced_and_disjoint():
+    tr_x, tr_y = cifar10_tensors("train")
+    va_x, va_y = cifar10_tensors("val")
+    full_x, _ = cifar10_tensors("train", holdout=False)
+    assert len(va_y) == 5000 and len(tr_y) == 45000 and len(full_x) == 50000
+    assert torch.bincount(va_y, minlength=10).tolist() == [500] * 10
+    # disjoint: no val image appears among the training images (compare raw bytes)
+    train_keys = {bytes(x.numpy()) for x in tr_x}
+    assert not any(bytes(x.numpy()) in train_keys for x in va_x)
+    # fixed: the same images every call
+    assert torch.equal(cifar10_tensors("val")[0], va_x)
+    loader = cifar10("val", batch_size=100)
+    assert not loader.dataset.augment and len(loader.dataset) == 5000
+
+
+def test_imagenet_holdout_slice(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            d = tmp_path / split / c
+            d.mkdir(parents=True)
+            for i in range(6):
+                Image.new("RGB", (40, 40), (i * 20, 0, 0)).save(d / f"{i}.jpg")
+    kw = dict(batch_size=4, num_workers=0, input_size=(3, 32, 32))
+    train = imagenet_folder(tmp_path, "train", holdout_per_class=2, **kw)
+    hold = imagenet_folder(tmp_path, "holdout", holdout_per_class=2, **kw)
+    assert len(train.dataset) == 8 and len(hold.dataset) == 4
+    assert not set(train.dataset.indices) & set(hold.dataset.indices)
+    assert len(imagenet_folder(tmp_path, "val", **kw).dataset) == 12
+    with pytest.raises(ToolkitError, match="holdout"):
+        imagenet_folder(tmp_path, "test", **kw)

@@ -34,6 +34,7 @@ def test_round_trip_reproduces_outputs(tmp_path, name, multipliers):
     assert diff < 1e-5
     assert loaded.macs == r.macs and loaded.params == r.params and loaded.widths == r.widths
     assert loaded.strategy == r.strategy and not loaded.model.training
+    assert loaded.base_widths == r.base_widths and loaded.to_frame().equals(r.to_frame())
 
 
 def test_model_without_spec_needs_base_model(tmp_path):

@@ -276,6 +276,10 @@ def test_summary_and_plot_are_readable(four_models):
     assert [ax.get_xlabel() for ax in axes] == ["MACs (G)", "MACs (G)"]
     assert "resnet50" in fig._suptitle.get_text()
     assert isinstance(profile, MacProfile) and json.dumps(profile.to_dict(layers=True))
+    frame = profile.to_frame()
+    assert list(frame.columns) == list(LAYER_COLUMNS) and int(frame["macs"].sum()) == profile.total_macs
+    frame.loc[:, "macs"] = 0  # a copy: the profile's own table is unchanged
+    assert int(profile.layers["macs"].sum()) == profile.total_macs
 
 
 def test_cli_prints_json_and_rejects_bad_input(capsys):

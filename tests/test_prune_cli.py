@@ -32,3 +32,13 @@ def test_prune_bad_input_exits_2(tmp_path, capsys):
     assert main(["prune", "cifar_resnet20", "--target-macs", "-3"]) == 2
     assert main(["prune", "cifar_resnet20", "--target-macs", "1M", "--strategy", str(tmp_path / "none")]) == 2
     assert "cannot read the strategy file" in capsys.readouterr().err
+
+
+def test_prune_with_a_preset_name(capsys):
+    code = main(["prune", "cifar_resnet20", "--target-macs", "20M", "--strategy", "uniform_l1", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["strategy"]["importance"] == "magnitude_l1" and not report["strategy"]["global_pruning"]
+    assert report["within_tolerance"]
+    assert main(["prune", "cifar_resnet20", "--target-macs", "20M", "--strategy", "no_such_preset"]) == 2
+    assert "preset name" in capsys.readouterr().err

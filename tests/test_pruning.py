@@ -184,3 +184,21 @@ def test_frozen_parameters_are_pruned_and_stay_frozen():
     res = apply_isomorphic_prune(model, Strategy(pruning_ratio=0.4), torch.randn(1, 3, 32, 32))
     assert res.macs < res.base_macs
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_prune_result_surface(resnet20):
+    import json
+
+    r = apply_isomorphic_prune(resnet20, Strategy(pruning_ratio=0.3), X32)
+    text = r.summary()
+    assert isinstance(text, str) and str(r) == text
+    assert text.startswith("cifar_resnet20:") and "magnitude_l2" in text and "MACs" in text
+    d = r.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["macs"] == r.macs and d["strategy"] == r.strategy.to_dict() and d["mac_ratio"] == r.mac_ratio
+    frame = r.to_frame()
+    assert list(frame.columns) == ["layer", "base_channels", "channels", "kept"]
+    by_layer = frame.set_index("layer")
+    assert by_layer.loc["conv1", "base_channels"] == 16 and by_layer.loc["linear", "kept"] == 1.0
+    assert (frame["channels"] <= frame["base_channels"]).all() and (frame["kept"] < 1).any()
+    assert r.plot().axes

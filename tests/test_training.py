@@ -316,3 +316,41 @@ def test_teacher_stays_prunable_after_distillation():
     x = torch.randn(1, 3, 32, 32)
     fit = fit_to_budget(teacher, Strategy(), 0.6 * 40_551_040, x)
     assert fit.prune().macs == fit.predicted_macs
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+def test_jsonl_cache_keeps_matching_lines_and_survives_a_cut_line(tmp_path):
+    from agentic_toolkit.studies.kd import JsonlCache
+
+    path = tmp_path / "cache.jsonl"
+    a = JsonlCache(path, {"lr": 0.01})
+    assert a.put("x", {"v": (1, 2)}) == {"v": [1, 2]}  # JSON-normalised, as read back later
+    JsonlCache(path, {"lr": 0.02}).put("x", {"v": 9})  # other settings: stored, not mixed in
+    with open(path, "a") as fh:
+        fh.write('{"key": "y", "settin')  # a crash mid-write
+    b = JsonlCache(path, {"lr": 0.01})
+    assert b.get("x") == {"v": [1, 2]} and b.get("y") is None
+    b.put("y", 3)
+    assert JsonlCache(path, {"lr": 0.01}).records == {"x": {"v": [1, 2]}, "y": 3}
+    assert JsonlCache(path, {"lr": 0.02}).records == {"x": {"v": 9}}
+    assert JsonlCache(None, {}).put("k", 1) == 1  # memory only
+
+
+def test_kd_study_resumes_from_its_cache(tmp_path, capsys):
+    from agentic_toolkit import Recipe
+    from agentic_toolkit.studies.kd import kd_study
+
+    kw = dict(recipe=Recipe.preset("cifar", epochs=1, batch_size=32), train_limit=64, test_limit=100, cache=tmp_path / "c.jsonl",
+              progress=False)
+    first = kd_study(seeds=(0,), **kw)
+    assert "measured" in capsys.readouterr().out
+    both = kd_study(seeds=(0, 1), **kw)  # seed 0 comes from the cache, seed 1 is measured
+    out = capsys.readouterr().out
+    assert out.count("(cached)") == 2 and out.count("(measured)") == 2
+    pd.testing.assert_frame_equal(both.frame[both.frame["seed"] == 0].reset_index(drop=True), first.frame)
+    r = both.report
+    assert 0.48 <= r["mac_fraction"] <= 0.5 and r["seeds"] == [0, 1] and len(r["kd_minus_ce_per_seed"]) == 2
+    assert r["strategy"]["global_pruning"] is False and r["strategy"]["importance"] == "magnitude_l2"
+    assert "KD - CE per seed" in both.summary()

@@ -1,11 +1,15 @@
 """The agents: the Analysis agent proposes strategies, the Master agent runs the loop.
 
-``analysis`` (prompt rendering, reply parsing, propose_strategy), ``master`` (the loop and
-its decisions), ``history`` (the resumable JSONL log), ``backends/`` (analyst, grid, Claude,
-OpenAI-compatible), ``prompts/`` (the packaged prompt templates).
+``analysis`` (prompt rendering, reply parsing, propose_strategy), ``search`` (the Master's
+loop, one revision per ``AgenticSearch.step()``), ``decisions`` (its pure decisions on the
+history), ``result`` (``SearchResult``), ``master`` (``run_agentic_pruning``, the loop in one
+call), ``history`` (the resumable JSONL log and its table), ``backends/`` (analyst, grid,
+Claude, OpenAI-compatible), ``prompts/`` (the packaged prompt templates).
 """
 
 from .analysis import Proposal, propose_strategy
-from .master import SearchResult, run_agentic_pruning
+from .master import run_agentic_pruning
+from .result import SearchResult
+from .search import AgenticSearch
 
-__all__ = ["Proposal", "SearchResult", "propose_strategy", "run_agentic_pruning"]
+__all__ = ["AgenticSearch", "Proposal", "SearchResult", "propose_strategy", "run_agentic_pruning"]

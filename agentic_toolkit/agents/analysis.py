@@ -2,34 +2,54 @@
 
 ``propose_strategy`` works with every backend in :mod:`agentic_toolkit.agents.backends`. A
 language model's reply is untrusted text: it is parsed as JSON against the
-:class:`~agentic_toolkit.pruning.strategy.Strategy` schema (never executed); an invalid reply gets
-one repair request quoting every validation error; if that fails too (or the backend is
-unreachable) the offline analyst proposes for this revision and the failure is recorded.
+:class:`~agentic_toolkit.pruning.strategy.Strategy` schema (never executed) and must give the
+``required`` fields of :func:`~agentic_toolkit.agents.prompting.reply_schema`; an invalid,
+empty (``{}``) or truncated reply (cut off at the token limit) gets one repair request
+quoting every problem; if that fails too (or the backend is unreachable) the offline analyst
+proposes for this revision and the failure is recorded. Token usage and wall time of the
+requests are recorded too. The prompt helpers live in :mod:`~agentic_toolkit.agents.prompting`.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
-import string
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ToolkitError
+from ..pruning.budget import check_tolerance
 from ..pruning.strategy import Strategy, StrategyError
-from ..units import format_macs, parse_macs
+from ..units import parse_macs
 from .backends import AnalystBackend, Backend, BackendError, ProposalContext, Reply, make_backend
+from .prompting import (
+    REQUIRED_FIELDS,
+    ROLES,
+    history_table,
+    load_prompt,
+    prompt_fields,
+    render_prompt,
+    reply_schema,
+    scopes_table,
+    template_text,
+)
 
-PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
-ROLES = ("analysis", "repair")
 MAX_REPLY_CHARS = 4000  # how much of a bad reply a repair request quotes
+TRUNCATED = "the reply was cut off at the token limit (max_tokens) before it was complete"
 
 
 @dataclass
 class Proposal:
-    """One proposed strategy and how it came about (all of it is recorded in the history)."""
+    """One proposed strategy and how it came about (all of it is recorded in the history).
+
+    ``system_prompt`` is the system text sent to a language model (None for a planner);
+    ``llm_input_tokens`` / ``llm_output_tokens`` / ``llm_seconds`` sum every request of this
+    proposal (the repair request included; tokens None when the backend does not report them).
+    """
 
     strategy: Strategy
     rationale: str
@@ -43,6 +63,10 @@ class Proposal:
     repair_prompt: str | None = None
     repair_reply: str | None = None
     meta: dict = field(default_factory=dict)
+    system_prompt: str | None = None
+    llm_input_tokens: int | None = None
+    llm_output_tokens: int | None = None
+    llm_seconds: float | None = None
 
     def __post_init__(self) -> None:
         self.proposer = self.proposer or self.backend
@@ -58,132 +82,15 @@ class Proposal:
             "repaired": self.repaired,
             "backend_errors": list(self.errors),
             "prompt": self.prompt,
+            "system_prompt": self.system_prompt,
             "raw_reply": self.raw_reply,
             "repair_prompt": self.repair_prompt,
             "repair_reply": self.repair_reply,
             "backend_meta": self.meta,
+            "llm_input_tokens": self.llm_input_tokens,
+            "llm_output_tokens": self.llm_output_tokens,
+            "llm_seconds": self.llm_seconds,
         }
-
-
-# --- prompts ------------------------------------------------------------------------------------
-def load_prompt(role: str = "analysis") -> str:
-    """The packaged template text for an agent role (``analysis`` or ``repair``)."""
-    if role not in ROLES:
-        raise ToolkitError(f"unknown prompt role {role!r}; choose one of {', '.join(ROLES)}")
-    return (PROMPT_DIR / f"{role}.txt").read_text(encoding="utf-8")
-
-
-def render_prompt(template: str | Path | None, fields: dict[str, Any], role: str = "analysis") -> str:
-    """Fill a ``string.Template`` (``$name`` placeholders, ``$$`` for a literal ``$``).
-
-    ``template`` is the template text, a :class:`~pathlib.Path` to one, or ``None`` for the
-    packaged template of ``role``. Unknown placeholders raise :class:`ToolkitError` naming
-    the known ones.
-    """
-    if template is None:
-        text = load_prompt(role)
-    elif isinstance(template, Path):
-        if not template.is_file():
-            raise ToolkitError(f"prompt template file not found: {template}")
-        text = template.read_text(encoding="utf-8")
-    elif isinstance(template, str):
-        text = template
-    else:
-        raise ToolkitError(f"a prompt template must be a string or a Path, got {type(template).__name__}")
-    try:
-        return string.Template(text).substitute({k: str(v) for k, v in fields.items()})
-    except KeyError as exc:
-        raise ToolkitError(
-            f"unknown placeholder ${exc.args[0]} in the {role} prompt template; "
-            f"known: {', '.join('$' + k for k in sorted(fields))} (write $$ for a literal $)"
-        ) from None
-    except ValueError as exc:
-        raise ToolkitError(f"invalid {role} prompt template: {exc} (write $$ for a literal $)") from None
-
-
-def scopes_table(scopes) -> str:
-    """The scopes DataFrame as a plain-text table for a prompt."""
-    if scopes is None or len(scopes) == 0:
-        return "(no named scopes: only the global pruning_ratio applies; leave multipliers empty)"
-    df = scopes.copy()
-    if "mac_share" in df:
-        df["mac_share"] = [f"{100 * float(v):.1f}%" for v in df["mac_share"]]
-    return df.to_string(index=False)
-
-
-def _short_multipliers(mult: dict) -> str:
-    if not mult:
-        return "{}"
-    return ", ".join(f"{k}={float(v):.3g}" for k, v in sorted(mult.items()))
-
-
-def history_table(history: Sequence[dict]) -> str:
-    """Past revisions as a plain-text table for a prompt (ratio, multipliers, MACs, error, score)."""
-    rows = [r for r in history if r.get("type", "revision") == "revision"]
-    if not rows:
-        return "(no attempts yet: this is the first revision)"
-    lines = ["rev | importance | pruning_ratio | multipliers | achieved MACs | error vs target | in band | score | note"]
-    for r in rows:
-        s = r.get("strategy") or r.get("proposed") or {}
-        macs = r.get("achieved_macs")
-        err = r.get("error_pct")
-        score = r.get("score")
-        notes = []
-        if r.get("fallback"):
-            notes.append("backend reply unusable, analyst proposed")
-        if r.get("error"):
-            notes.append(f"failed: {r['error']}")
-        if r.get("divergence"):
-            notes.append(f"divergence: {r['divergence']}")
-        lines.append(
-            " | ".join(
-                [
-                    str(r.get("revision", "?")),
-                    str(s.get("importance", "?")),
-                    f"{float(s['pruning_ratio']):.4f}" if "pruning_ratio" in s else "?",
-                    _short_multipliers(s.get("multipliers", {})),
-                    format_macs(macs) if macs else "-",
-                    f"{err:+.2f}%" if err is not None else "-",
-                    "yes" if r.get("in_band") else "no",
-                    f"{score:.4g}" if score is not None else "-",
-                    "; ".join(notes) or "-",
-                ]
-            )
-        )
-    return "\n".join(lines)
-
-
-def prompt_fields(ctx: ProposalContext) -> dict[str, Any]:
-    """Every placeholder a template may use, for this context."""
-    low, high = ctx.band
-    over, under = ctx.tolerance
-    if ctx.solve_budget:
-        ratio_note = (
-            "The toolkit solves pruning_ratio to the budget after you answer (keeping your "
-            "importance and multipliers), so focus on the shape: multipliers and importance."
-        )
-    else:
-        ratio_note = "Your pruning_ratio is used as is: choose it so that the MACs land in the band."
-    profile = ctx.profile.summary() if ctx.profile is not None and hasattr(ctx.profile, "summary") else "(no profile given)"
-    return {
-        "target_macs": format_macs(ctx.target_macs),
-        "target_macs_int": ctx.target_macs,
-        "base_macs": format_macs(ctx.base_macs),
-        "target_fraction": f"{100 * ctx.target_macs / ctx.base_macs:.1f}%",
-        "band_low": format_macs(low),
-        "band_high": format_macs(high),
-        "over_pct": f"{over:g}",
-        "under_pct": f"{under:g}",
-        "revision": ctx.revision,
-        "max_revisions": ctx.max_revisions,
-        "ratio_note": ratio_note,
-        "profile": profile,
-        "scopes": scopes_table(ctx.scopes),
-        "scope_names": ", ".join(ctx.scope_names()) or "(none)",
-        "history": history_table(ctx.history),
-        "strategy_schema": json.dumps(Strategy.json_schema()),
-        "base_strategy": ctx.base_strategy.to_json(),
-    }
 
 
 # --- parsing untrusted replies --------------------------------------------------------------
@@ -208,13 +115,21 @@ def _extract_json(text: str) -> Any:
 
 
 def parse_strategy_reply(
-    reply: Reply | str | dict, scope_names: Sequence[str] = (), base: Strategy | None = None
+    reply: Reply | str | dict,
+    scope_names: Sequence[str] = (),
+    base: Strategy | None = None,
+    required: Sequence[str] = (),
 ) -> tuple[Strategy, str]:
     """Validate an untrusted reply into ``(strategy, rationale)``; :class:`StrategyError` lists all problems.
 
-    Missing fields are taken from ``base``; a ``{"strategy": {...}, "rationale": ...}`` wrapper
-    is accepted; multiplier keys must be known scope names (when ``scope_names`` is given).
+    Fields in ``required`` must be given (the Analysis agent passes
+    :data:`~agentic_toolkit.agents.prompting.REQUIRED_FIELDS`, so ``{}`` is refused); other
+    missing fields are taken from ``base``; a ``{"strategy": {...}, "rationale": ...}``
+    wrapper is accepted; multiplier keys must be known scope names (when ``scope_names`` is
+    given). A :class:`Reply` cut off at the token limit (``truncated``) is refused.
     """
+    if isinstance(reply, Reply) and reply.truncated:
+        raise StrategyError([TRUNCATED + "; answer again, completely and more briefly"])
     if isinstance(reply, Reply):
         data = reply.data if reply.data is not None else _extract_json(reply.text)
     elif isinstance(reply, dict):
@@ -229,6 +144,10 @@ def parse_strategy_reply(
         data.setdefault("rationale", outer.get("rationale", ""))
     rationale = data.pop("rationale", "")
     errors = [] if isinstance(rationale, str) else ["rationale must be a string"]
+    missing = [f for f in required if f not in data]
+    if missing:
+        what = "the reply is an empty object" if not data else "the reply lacks required field(s)"
+        errors.append(f"{what}: give {', '.join(repr(f) for f in missing)} (required by the schema)")
     merged = (base or Strategy()).to_dict()
     merged.update(data)
     try:
@@ -257,19 +176,6 @@ def _as_records(history) -> tuple[dict, ...]:
     return tuple(dict(r) for r in history if dict(r).get("type", "revision") == "revision")
 
 
-def _check_tolerance(tolerance) -> tuple[float, float]:
-    try:
-        over, under = (float(t) for t in tolerance)
-    except (TypeError, ValueError):
-        raise ToolkitError(f"tolerance must be two percentages (over, under), e.g. (1.0, 5.0); got {tolerance!r}") from None
-    if not (over >= 0 and under >= 0) or under >= 100 or over != over or under != under:
-        raise ToolkitError(
-            f"tolerance sides must be >= 0 percent (and under < 100): got over={over}, under={under}; "
-            "e.g. (1.0, 5.0) accepts 1% above and 5% below the target"
-        )
-    return over, under
-
-
 def build_context(
     profile,
     scopes,
@@ -285,7 +191,7 @@ def build_context(
 ) -> ProposalContext:
     """Validate the inputs of :func:`propose_strategy` into a :class:`ProposalContext`."""
     target = parse_macs(target_macs)
-    tol = _check_tolerance(tolerance)
+    tol = check_tolerance(tolerance)
     if base_macs is None:
         if profile is None or not hasattr(profile, "total_macs"):
             raise ToolkitError("pass a MacProfile (profile_macs(model)) or base_macs=...")
@@ -307,34 +213,98 @@ def build_context(
     )
 
 
-def _propose_llm(backend, ctx, prompt_text, repair_template) -> Proposal:
-    schema = Strategy.json_schema()
+def _takes_system(backend: Backend) -> bool:
+    """Whether ``backend.request`` accepts ``system=`` (older or third-party backends may not)."""
+    try:
+        params = inspect.signature(backend.request).parameters
+    except (TypeError, ValueError):
+        return False
+    return "system" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def check_system(engine: Backend, system: str | Path | None) -> None:
+    """:class:`ToolkitError` when a custom ``system`` prompt is given for a backend that cannot take one."""
+    if system is not None and engine.is_llm and not _takes_system(engine):
+        raise ToolkitError(
+            f"the {engine.name} backend takes no system prompt (its request() has no system= "
+            "parameter); put the instructions into prompt= instead"
+        )
+
+
+class _Exchange:
+    """The requests of one proposal: sends them (with the system prompt), sums usage and time."""
+
+    def __init__(self, backend, system: str | None, custom: bool):
+        self.backend = backend
+        self.system = system if custom else backend.default_system()
+        self.kwargs = {"system": system} if custom else {}
+        self.tokens: dict[str, int] = {}
+        self.seconds = 0.0
+
+    def send(self, messages: list[dict]) -> Reply:
+        t0 = time.perf_counter()
+        try:
+            reply = self.backend.request(messages, reply_schema(), **self.kwargs)
+        except BackendError:
+            self.seconds += time.perf_counter() - t0
+            raise
+        self.seconds += reply.seconds if reply.seconds is not None else time.perf_counter() - t0
+        usage = reply.usage or reply.meta.get("usage") or {}
+        for key in ("input_tokens", "output_tokens"):
+            if isinstance(usage.get(key), int):
+                self.tokens[key] = self.tokens.get(key, 0) + usage[key]
+        return reply
+
+    def fields(self) -> dict:
+        return dict(
+            system_prompt=self.system,
+            llm_input_tokens=self.tokens.get("input_tokens"),
+            llm_output_tokens=self.tokens.get("output_tokens"),
+            llm_seconds=round(self.seconds, 3),
+        )
+
+
+def _reply_meta(reply: Reply) -> dict:
+    """The reply's meta for the record (timing is in ``llm_seconds``, so a replay compares equal)."""
+    meta = {k: v for k, v in reply.meta.items() if k != "seconds"}
+    meta["stop_reason"] = reply.stop_reason if reply.stop_reason is not None else meta.get("stop_reason")
+    if reply.usage:
+        meta["usage"] = dict(reply.usage)
+    return meta
+
+
+def _propose_llm(backend, ctx, prompt_text, repair_template, system: str | None = None) -> Proposal:
+    """Ask a language model; ``system`` (rendered) replaces its own system prompt when given."""
     names = ctx.scope_names()
+    ex = _Exchange(backend, system, custom=system is not None)
     errors: list[str] = []
     raw, repair_text, repair_raw, meta = "", None, None, {}
+    parse = dict(scope_names=names, base=ctx.base_strategy, required=REQUIRED_FIELDS)
     try:
-        reply = backend.request([{"role": "user", "content": prompt_text}], schema)
-        raw, meta = reply.raw(), dict(reply.meta)
+        reply = ex.send([{"role": "user", "content": prompt_text}])
+        raw, meta = reply.raw(), _reply_meta(reply)
+        errors += list(meta.get("failed_attempts", []))
         try:
-            strategy, rationale = parse_strategy_reply(reply, names, ctx.base_strategy)
-            return Proposal(strategy, rationale, prompt_text, raw, backend.name, errors=list(meta.get("failed_attempts", [])), meta=meta)
+            strategy, rationale = parse_strategy_reply(reply, **parse)
+            return Proposal(strategy, rationale, prompt_text, raw, backend.name, errors=errors, meta=meta, **ex.fields())
         except StrategyError as exc:
             errors += exc.errors
         fields = {
             "errors": "\n".join(f"- {e}" for e in errors),
             "reply": raw[:MAX_REPLY_CHARS] or "(empty)",
-            "strategy_schema": json.dumps(schema),
+            "strategy_schema": json.dumps(reply_schema()),
             "scope_names": ", ".join(names) or "(none)",
         }
         repair_text = render_prompt(repair_template, fields, role="repair")
-        reply2 = backend.request(backend.repair_messages(prompt_text, reply, repair_text), schema)
+        reply2 = ex.send(backend.repair_messages(prompt_text, reply, repair_text))
         repair_raw = reply2.raw()
-        meta["repair"] = dict(reply2.meta)
+        meta["repair"] = _reply_meta(reply2)
+        errors += [f"repair request: {e}" for e in meta["repair"].get("failed_attempts", [])]
         try:
-            strategy, rationale = parse_strategy_reply(reply2, names, ctx.base_strategy)
+            strategy, rationale = parse_strategy_reply(reply2, **parse)
             return Proposal(
                 strategy, rationale, prompt_text, raw, backend.name, repaired=True, errors=errors,
-                repair_prompt=repair_text, repair_reply=repair_raw, meta=meta,
+                repair_prompt=repair_text, repair_reply=repair_raw, meta=meta, **ex.fields(),
             )
         except StrategyError as exc:
             errors += [f"after repair: {e}" for e in exc.errors]
@@ -343,17 +313,9 @@ def _propose_llm(backend, ctx, prompt_text, repair_template) -> Proposal:
         errors.append(str(exc))
     strategy, rationale = AnalystBackend().propose(ctx)
     return Proposal(
-        strategy,
-        f"[analyst took over: {backend.name} gave no usable strategy] {rationale}",
-        prompt_text,
-        raw,
-        backend.name,
-        proposer="analyst",
-        fallback=True,
-        errors=errors,
-        repair_prompt=repair_text,
-        repair_reply=repair_raw,
-        meta=meta,
+        strategy, f"[analyst took over: {backend.name} gave no usable strategy] {rationale}", prompt_text, raw,
+        backend.name, proposer="analyst", fallback=True, errors=errors, repair_prompt=repair_text,
+        repair_reply=repair_raw, meta=meta, **ex.fields(),
     )
 
 
@@ -372,37 +334,49 @@ def propose_strategy(
     max_revisions: int = 5,
     solve_budget: bool = False,
     base_strategy: Strategy | None = None,
+    system: str | Path | None = None,
 ) -> Proposal:
     """Ask the Analysis agent (``backend``) for the next strategy.
 
     ``profile`` is a :class:`~agentic_toolkit.profiling.profile.MacProfile` (its ``summary()`` goes into
     the prompt and its ``total_macs`` is the baseline unless ``base_macs`` is given),
     ``scopes`` the :func:`~agentic_toolkit.describe_scopes` table, ``history`` the past
-    revision records (list of dicts or a DataFrame). ``prompt`` overrides the analysis
-    template (text or a Path). The rendered prompt is always recorded in the
-    :class:`Proposal`, also for the offline backends.
+    revision records (list of dicts or a DataFrame). ``prompt``, ``repair_prompt`` and
+    ``system`` override the analysis, repair and system templates (text or a Path; a custom
+    system text is rendered with the same fields and replaces the language model's own
+    system prompt; a backend whose ``request`` takes no ``system=``, e.g. a plain callable,
+    refuses one with :class:`ToolkitError`). The rendered prompt is always recorded in the
+    :class:`Proposal`, also for the offline backends; the system text a model got too.
     """
     ctx = build_context(
         profile, scopes, history, target_macs, tolerance, base_macs=base_macs, revision=revision,
         max_revisions=max_revisions, solve_budget=solve_budget, base_strategy=base_strategy,
     )
     engine = make_backend(backend)
-    prompt_text = render_prompt(prompt, prompt_fields(ctx), role="analysis")
+    fields = prompt_fields(ctx)
+    prompt_text = render_prompt(prompt, fields, role="analysis")
     if engine.is_llm:
-        return _propose_llm(engine, ctx, prompt_text, repair_prompt)
+        check_system(engine, system)
+        system_text = None if system is None else render_prompt(system, fields, role="system")
+        return _propose_llm(engine, ctx, prompt_text, repair_prompt, system_text)
     strategy, rationale = engine.propose(ctx)
     raw = json.dumps({**strategy.to_dict(), "rationale": rationale}, sort_keys=True)
     return Proposal(strategy, rationale, prompt_text, raw, engine.name)
 
 
 __all__ = [
+    "REQUIRED_FIELDS",
+    "ROLES",
     "Proposal",
     "build_context",
+    "check_system",
     "history_table",
     "load_prompt",
     "parse_strategy_reply",
     "prompt_fields",
     "propose_strategy",
     "render_prompt",
+    "reply_schema",
     "scopes_table",
+    "template_text",
 ]

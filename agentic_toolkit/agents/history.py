@@ -3,13 +3,16 @@
 Every line is flushed and fsync'ed as soon as it is written, so a killed search loses at most
 the revision that was running. A truncated last line (the process died mid-write) is
 ignored on reading and cut off before appending. Strings listed as secrets (API keys) are
-replaced by ``[REDACTED]`` before anything reaches the disk.
+replaced by ``[REDACTED]`` before anything reaches the disk: by structure (:func:`redact`),
+inside every string value of a record, never by text replacement on the JSON line, so any
+secret (even ``"x"`` or ``"1"``) leaves a valid line whose field names are intact.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,61 @@ from typing import Any
 from ..errors import ToolkitError
 
 REDACTED = "[REDACTED]"
-FORMAT_VERSION = 1
+#: 2: structural redaction, the takeover decision on the diverging record, a header that
+#: identifies the evaluator, its data, the calibration and the prompt templates.
+FORMAT_VERSION = 2
+#: A dict key (a field name) is only rewritten by a secret at least this long, or equal to it:
+#: a short secret such as ``"x"`` must not turn ``max_layer_ratio`` into another field.
+MIN_KEY_SECRET = 8
+
+
+def _secret_pattern(secrets: Iterable[str]) -> re.Pattern | None:
+    """One regex matching any secret, longest first (a single pass never re-redacts)."""
+    found = sorted({s for s in secrets if isinstance(s, str) and s}, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, found))) if found else None
+
+
+def redact(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` (JSON-ready: dicts, lists, strings, numbers) with every secret replaced.
+
+    Every occurrence of a secret inside a string value becomes ``[REDACTED]``, recursively
+    through dicts and lists. A dict key is rewritten the same way when it equals a secret or
+    contains one of at least :data:`MIN_KEY_SECRET` characters (a credential, which no
+    field name holds by accident); numbers, booleans and ``None`` are kept as they are.
+    """
+    pattern = _secret_pattern(secrets)
+    if pattern is None:
+        return value
+    exact = {s for s in secrets if isinstance(s, str) and s}
+    long_pattern = _secret_pattern(s for s in exact if len(s) >= MIN_KEY_SECRET)
+
+    def key(k: Any) -> Any:
+        if not isinstance(k, str):
+            return k
+        if k in exact:
+            return REDACTED
+        return long_pattern.sub(REDACTED, k) if long_pattern is not None else k
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return pattern.sub(REDACTED, v)
+        if isinstance(v, dict):
+            return {key(k): walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)
+
+
+def as_logged(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """``value`` as a history line holds it: JSON-ready (tuples as lists...), secrets redacted."""
+    return redact(json.loads(json.dumps(value, default=_jsonable)), list(secrets))
+
+
+def to_json_line(record: dict[str, Any], secrets: Iterable[str] = ()) -> str:
+    """One JSONL line for ``record``: made JSON-ready, redacted by structure, then serialised."""
+    return json.dumps(as_logged(record, secrets), sort_keys=True)
 
 
 def _valid_lines(path: Path) -> tuple[list[dict], int]:
@@ -73,14 +130,13 @@ class HistoryLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.touch()
 
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+    def redact(self, value: Any) -> Any:
+        """``value`` as the log writes and reads it back (JSON-ready, secrets redacted)."""
+        return as_logged(value, self.secrets)
 
     def append(self, record: dict[str, Any]) -> dict:
         """Write one record (redacted), flush and fsync; returns the record as written."""
-        line = self.redact(json.dumps(record, sort_keys=True, default=_jsonable))
+        line = to_json_line(record, self.secrets)
         written = json.loads(line)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
@@ -99,9 +155,60 @@ class MemoryLog(HistoryLog):
         self.records = []
 
     def append(self, record: dict[str, Any]) -> dict:
-        written = json.loads(self.redact(json.dumps(record, sort_keys=True, default=_jsonable)))
+        written = json.loads(to_json_line(record, self.secrets))
         self.records.append(written)
         return written
+
+
+#: The leading columns of :func:`history_frame` (the other record fields follow).
+HISTORY_FRONT = (
+    "revision", "backend", "proposer", "pruning_ratio", "multipliers", "importance", "achieved_macs",
+    "error_pct", "in_band", "score", "fallback", "repaired", "divergence", "error", "elapsed_s",
+)
+
+
+def history_frame(
+    records: Iterable[dict], target_macs: int | None = None, tolerance: tuple[float, float] | None = None
+):
+    """The revision records as a pandas DataFrame, one row per revision.
+
+    The strategy's ``pruning_ratio``, ``importance`` and ``multipliers`` get their own
+    columns (for tables and plots). Header and result lines are skipped; a record without a
+    ``type`` counts as a revision. With ``target_macs``, ``error_pct`` is computed from
+    ``achieved_macs`` where a record lacks it; with ``tolerance=(over, under)`` in percent,
+    ``in_band`` is filled where missing and a ``status`` column says ``converged`` (in
+    band), ``over``, ``under`` or ``error`` (nothing measured).
+    """
+    import pandas as pd
+
+    rows = [_history_row(r, target_macs, tolerance) for r in records if r.get("type", "revision") == "revision"]
+    front = list(HISTORY_FRONT) + (["status"] if tolerance is not None else [])
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=front)
+    return df[[c for c in front if c in df] + [c for c in df.columns if c not in front]]
+
+
+def _history_row(record: dict, target_macs: int | None, tolerance: tuple[float, float] | None) -> dict:
+    row = dict(record)
+    strategy = record.get("strategy") or record.get("proposed") or {}
+    row["pruning_ratio"] = strategy.get("pruning_ratio")
+    row["importance"] = strategy.get("importance")
+    row["multipliers"] = strategy.get("multipliers")
+    row.setdefault("proposer", record.get("backend", ""))
+    macs = record.get("achieved_macs")
+    if row.get("error_pct") is None and target_macs and macs:
+        row["error_pct"] = 100.0 * (macs - target_macs) / target_macs
+    if tolerance is not None:
+        over, under = tolerance
+        err = row.get("error_pct")
+        if "in_band" not in row:
+            row["in_band"] = err is not None and -under <= err <= over
+        if not macs or err is None:
+            row["status"] = "error"
+        else:
+            row["status"] = "converged" if row["in_band"] else ("over" if err > over else "under")
+    return row
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,4 +1,4 @@
-"""``agentic-toolkit`` command line: one sub-command per module in ``agentic_toolkit.commands``.
+"""``agentic-toolkit`` command line: one sub-command per module of ``agentic_toolkit.cli``.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int``. Commands are imported only when used.
@@ -17,6 +17,7 @@ COMMANDS = {
     "prune": "Fit a MAC budget and prune a model.",
     "search": "Run the agentic search to a MAC budget.",
     "bench": "Benchmark latency of a model, optionally against a baseline.",
+    "finetune": "Fine-tune a (pruned) model, optionally distilled; runs under torchrun (DDP).",
 }
 
 

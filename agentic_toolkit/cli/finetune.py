@@ -1,13 +1,17 @@
 """Fine-tune from the command line, alone or on many processes with ``torchrun`` (DDP).
 
-    # one process
+    # one process (``agentic-toolkit finetune ...`` is the same command)
     python -m agentic_toolkit.cli.finetune --model cifar_resnet56 --pretrained true --data cifar10 \\
         --epochs 2 --batch-size 128 --lr 0.01 --out runs/ft
 
     # N processes (one per GPU; gloo on CPU): the same command under torchrun
     torchrun --nproc_per_node=8 -m agentic_toolkit.cli.finetune --pruned runs/pruned_r50 \\
-        --data /data/imagenet --epochs 100 --batch-size 1024 --lr 0.08 --sync-bn --out runs/ft
+        --data /data/imagenet --recipe imagenet_cnn --sync-bn --out runs/ft
 
+``--recipe cifar|imagenet_cnn|imagenet_vit`` starts from a :class:`~agentic_toolkit.Recipe`
+preset (epochs, batch size, optimizer, lr, schedule, warm-up, weight decay, label smoothing,
+KD settings); every flag given explicitly overrides the preset's value. ``--scale-lr`` applies
+the linear scaling rule when ``--batch-size`` differs from the preset's batch.
 ``--batch-size`` is the global batch: each of the N processes takes ``batch-size / N``.
 The training data are always sharded by a DistributedSampler (also with one process), so
 a run on N processes sees the same global batches as a run on one, and with ``--freeze-bn``
@@ -29,9 +33,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..errors import ToolkitError
 from ..training import distributed as D
 
+HELP = "Fine-tune a (pruned) model, optionally distilled; runs under torchrun (DDP)."
+DEFAULT_BATCH = 128
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m agentic_toolkit.cli.finetune", description=__doc__.splitlines()[0])
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``finetune`` flags (shared by ``agentic-toolkit finetune`` and ``python -m``)."""
+    from ..training.recipe import OPTIMIZERS, PRESETS, SCHEDULES
+
     m = p.add_argument_group("model")
     m.add_argument("--model", help="model name (create_model); not needed with --pruned")
     m.add_argument("--pretrained", default=None,
@@ -48,29 +57,58 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-shuffle", action="store_true", help="keep the training order fixed")
     d.add_argument("--no-val", action="store_true", help="skip validation after each epoch")
     d.add_argument("--workers", type=int, default=4, help="loader workers (ImageNet folders)")
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--batch-size", type=int, default=128, help="global batch over all processes")
-    t.add_argument("--lr", type=float, default=0.01)
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    t.add_argument("--schedule", default="cosine", choices=("cosine", "linear", "constant"))
-    t.add_argument("--warmup-epochs", type=float, default=0.0)
-    t.add_argument("--label-smoothing", type=float, default=0.0)
-    t.add_argument("--kd-alpha", type=float, default=0.5)
-    t.add_argument("--kd-temperature", type=float, default=4.0)
-    t.add_argument("--amp", default="auto", help="auto, bf16, fp16 or off")
-    t.add_argument("--channels-last", action="store_true")
-    t.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics fixed")
-    t.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
-    t.add_argument("--seed", type=int, default=0)
+    t = p.add_argument_group("recipe (explicit flags override --recipe; without it: Recipe defaults, 1 epoch)")
+    t.add_argument("--recipe", default=None, choices=sorted(PRESETS), help="start from this Recipe preset")
+    t.add_argument("--epochs", type=int, default=None, help="default 1")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help=f"global batch over all processes (default: the recipe's, else {DEFAULT_BATCH})")
+    t.add_argument("--scale-lr", action="store_true",
+                   help="scale the recipe's lr by batch-size / the recipe's batch (linear scaling rule)")
+    t.add_argument("--lr", type=float, default=None, help="default 0.01")
+    t.add_argument("--weight-decay", type=float, default=None, help="default 1e-4")
+    t.add_argument("--momentum", type=float, default=None, help="SGD momentum, default 0.9")
+    t.add_argument("--optimizer", default=None, choices=OPTIMIZERS, help="default sgd")
+    t.add_argument("--schedule", default=None, choices=SCHEDULES, help="default cosine")
+    t.add_argument("--warmup-epochs", type=float, default=None, help="default 0")
+    t.add_argument("--label-smoothing", type=float, default=None, help="default 0")
+    t.add_argument("--kd-alpha", type=float, default=None, help="default 0.5 (used with --teacher)")
+    t.add_argument("--kd-temperature", type=float, default=None, help="default 4 (used with --teacher)")
+    r = p.add_argument_group("run")
+    r.add_argument("--amp", default="auto", help="auto, bf16, fp16 or off")
+    r.add_argument("--channels-last", action="store_true")
+    r.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics fixed")
+    r.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across GPUs")
+    r.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("output")
     o.add_argument("--checkpoint-dir", type=Path, default=None)
     o.add_argument("--resume", action="store_true")
     o.add_argument("--out", type=Path, default=None, help="folder for history.csv, summary.json, weights")
     o.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m agentic_toolkit.cli.finetune", description=HELP)
+    add_arguments(p)
     return p
+
+
+RECIPE_FLAGS = ("epochs", "lr", "weight_decay", "momentum", "optimizer", "schedule", "warmup_epochs",
+                "label_smoothing", "kd_alpha", "kd_temperature")
+
+
+def recipe_from_args(args: argparse.Namespace):
+    """``(recipe, global batch)``: the ``--recipe`` preset (or Recipe defaults with 1 epoch),
+    then every explicitly given flag; ``--scale-lr`` rescales the preset's lr to the batch."""
+    from ..training.recipe import Recipe
+
+    base = Recipe.preset(args.recipe) if args.recipe else Recipe(epochs=1)
+    batch = args.batch_size or base.batch_size or DEFAULT_BATCH
+    if args.scale_lr:
+        if base.batch_size is None:
+            raise ToolkitError("--scale-lr needs --recipe (a reference batch size to scale from)")
+        base = base.scaled(batch)
+    flags = {k: getattr(args, k) for k in RECIPE_FLAGS if getattr(args, k) is not None}
+    return base.replace(**flags, batch_size=batch), batch
 
 
 def _pretrained(value: str | None) -> bool | str:
@@ -126,28 +164,30 @@ def _loaders(args: argparse.Namespace, per_process: int, model: torch.nn.Module)
     return train, val
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Fine-tune as ``args`` say; returns the summary (also written to ``--out`` by rank 0)."""
+def train(args: argparse.Namespace) -> dict:
+    """Fine-tune as ``args`` say; returns the summary (also written to ``--out`` by rank 0).
+
+    Expects the process group (if any) to be set up by :func:`~..training.distributed.init_from_env`.
+    """
     from ..models import create_model
     from ..training.finetune import finetune
 
+    recipe, batch = recipe_from_args(args)  # bad flags fail before any process group starts
     device = D.init_from_env()
     world = D.world_size()
-    if args.batch_size % world:
-        raise ToolkitError(f"--batch-size {args.batch_size} is not divisible by {world} processes")
-    per_process = args.batch_size // world
+    if batch % world:
+        raise ToolkitError(f"--batch-size {batch} is not divisible by {world} processes")
+    per_process = batch // world
+    args.batch_size = batch
     torch.manual_seed(args.seed)
     model = _load_model(args)
     teacher = None
     if args.teacher:
         teacher = create_model(args.teacher, pretrained=_pretrained(args.teacher_pretrained),
                                num_classes=args.num_classes)
-    train, val = _loaders(args, per_process, model)
+    train_loader, val = _loaders(args, per_process, model)
     result = finetune(
-        model, train, val, epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
-        weight_decay=args.weight_decay, momentum=args.momentum, schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs, teacher=teacher, kd_alpha=args.kd_alpha,
-        kd_temperature=args.kd_temperature, label_smoothing=args.label_smoothing,
+        model, train_loader, val, recipe, teacher=teacher,
         amp=args.amp if args.amp != "off" else False, channels_last=args.channels_last,
         freeze_bn=args.freeze_bn, sync_bn=args.sync_bn, device=device,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, seed=args.seed,
@@ -155,12 +195,13 @@ def run(args: argparse.Namespace) -> dict:
     )
     summary = {
         "world_size": world,
-        "global_batch": args.batch_size,
+        "global_batch": batch,
         "per_process_batch": per_process,
         "epochs": result.epochs,
         "final": {k: float(v) for k, v in result.final.items()},
         "best_val_top1": result.best_val_top1,
         "seconds": result.seconds,
+        "recipe": recipe.to_dict(),
     }
     if D.is_main_process() and args.out is not None:
         from safetensors.torch import save_file
@@ -175,11 +216,20 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
+def run(args: argparse.Namespace) -> int:
+    """``agentic-toolkit finetune``: train, then always leave the process group."""
+    try:
+        train(args)
+    finally:
+        D.shutdown()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit code 2 with a one-line message on bad input."""
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        train(args)
     except ToolkitError as exc:
         print(f"agentic_toolkit.cli.finetune (rank {D.rank()}): error: {exc}", file=sys.stderr)
         return 2

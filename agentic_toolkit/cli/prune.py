@@ -1,6 +1,8 @@
-"""``agentic-toolkit prune MODEL --target-macs 1.77G [--strategy FILE] [--out DIR] [--json]``.
+"""``agentic-toolkit prune MODEL --target-macs 1.77G [--strategy FILE|PRESET] [--out DIR] [--json]``.
 
-Fits the strategy's pruning ratio to the MAC budget, prunes, optionally saves the result
+``--strategy`` is a strategy JSON file or the name of a registered preset
+(``isomorphic_taylor``, ``uniform_l1``, ...; ``agentic_toolkit.list_strategies()``). Fits the
+strategy's pruning ratio to the MAC budget, prunes, optionally saves the result
 (``save_pruned``). ``--json`` prints one JSON object with ``model``, ``target_macs``,
 ``achieved_macs``, ``predicted_macs``, ``base_macs``, ``params``, ``base_params``,
 ``error_pct``, ``within_tolerance``, ``pruning_ratio``, ``probes``, ``strategy``,
@@ -22,7 +24,10 @@ from ..errors import ToolkitError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="model name (create_model: timm names, cifar_resnet20..56)")
     parser.add_argument("--target-macs", required=True, help="MAC budget, e.g. 1.77G, 450M or 4.1e9")
-    parser.add_argument("--strategy", default=None, metavar="FILE", help="strategy JSON file (default: Strategy())")
+    parser.add_argument(
+        "--strategy", default=None, metavar="FILE|PRESET",
+        help="strategy JSON file or preset name, e.g. isomorphic_taylor (default: Strategy())",
+    )
     parser.add_argument("--out", default=None, metavar="DIR", help="save the pruned model to this directory")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
@@ -34,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--calibration-batches",
         type=int,
         default=2,
-        help="CIFAR-10 batches of 64 for taylor importance on CIFAR models (default 2)",
+        help="CIFAR-10 batches of 64 for gradient-based importance (taylor) on CIFAR models (default 2)",
     )
 
 
@@ -72,31 +77,43 @@ def _tolerance(text: str) -> tuple[float, float]:
     return up, down
 
 
+def _strategy(spec: str | None):
+    """``Strategy()``, a registered preset by name, or a strategy JSON file."""
+    from ..pruning.strategy import Strategy, list_strategies, strategy_preset
+
+    if not spec:
+        return Strategy()
+    if spec in list_strategies() and not Path(spec).is_file():
+        return strategy_preset(spec)
+    try:
+        text = Path(spec).read_text()
+    except OSError as exc:
+        raise ToolkitError(
+            f"cannot read the strategy file {spec}: {exc.strerror or exc} (--strategy also takes a "
+            f"preset name: {', '.join(list_strategies())})"
+        ) from None
+    return Strategy.from_json(text)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..models import create_model
     from ..pruning.budget import fit_to_budget
+    from ..pruning.criteria import get_importance
     from ..pruning.persist import save_pruned
-    from ..pruning.strategy import Strategy
     from ..units import format_macs, parse_macs
 
     start = time.perf_counter()
     target = parse_macs(args.target_macs)
     tolerance = _tolerance(args.tolerance)
-    if args.strategy:
-        try:
-            text = Path(args.strategy).read_text()
-        except OSError as exc:
-            raise ToolkitError(f"cannot read the strategy file {args.strategy}: {exc.strerror or exc}") from None
-        strategy = Strategy.from_json(text)
-    else:
-        strategy = Strategy()
+    strategy = _strategy(args.strategy)
     pretrained = {"true": True, None: False}.get(args.pretrained, args.pretrained)
     model = create_model(args.model, pretrained=pretrained)
     x = torch.randn(_input_shape(model, args.input_size), generator=torch.Generator().manual_seed(0))
     calibration = None
-    if strategy.importance == "taylor" and args.model.startswith("cifar_") and args.calibration_batches > 0:
+    needs_gradients = get_importance(strategy.importance).needs_gradients
+    if needs_gradients and args.model.startswith("cifar_") and args.calibration_batches > 0:
         from ..data import calibration_batches
 
         calibration = calibration_batches("cifar10", n_batches=args.calibration_batches, batch_size=64)

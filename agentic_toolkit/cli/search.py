@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default=None,
                         help="'true' (CIFAR ResNets: offline weights) or a local checkpoint path")
     parser.add_argument("--proxy-batches", type=int, default=0,
-                        help="score in-band candidates by proxy accuracy on N CIFAR-10 batches (CIFAR models)")
+                        help="score in-band candidates by proxy accuracy on N batches of the held-out CIFAR-10 val split (CIFAR models)")
     parser.add_argument("--log", default=None, help="history JSONL path (flushed every revision)")
     parser.add_argument("--resume", action="store_true", help="continue the search recorded in --log")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --log instead of resuming")
@@ -67,6 +67,7 @@ def _backend(args):
 def run(args: argparse.Namespace) -> int:
     from ..agents.master import run_agentic_pruning
     from ..models import create_model
+    from ..pruning.criteria import get_importance
     from ..pruning.strategy import Strategy
     from ..units import parse_macs
 
@@ -93,8 +94,15 @@ def run(args: argparse.Namespace) -> int:
         from ..data import cifar10
         from ..training.evaluation import proxy_accuracy
 
-        # the test split is stored class by class: shuffle (seeded) so every batch mixes classes
-        evaluator = proxy_accuracy(cifar10("test", batch_size=128, shuffle=True, seed=0), batches=args.proxy_batches)
+        # selection data is the held-out val split, never test; it is stored class by class,
+        # so shuffle (seeded) to mix classes in every batch
+        evaluator = proxy_accuracy(cifar10("val", batch_size=128, shuffle=True, seed=0), batches=args.proxy_batches)
+    calibration = None
+    if args.importance and get_importance(args.importance).needs_gradients and args.model.startswith("cifar_"):
+        from ..data import calibration_batches
+
+        # gradient-based importance from real training images, never from noise inputs
+        calibration = calibration_batches("cifar10", n_batches=2, batch_size=64, split="train")
     base = Strategy(importance=args.importance) if args.importance else None
     result = run_agentic_pruning(
         model,
@@ -104,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         max_revisions=args.max_revisions,
         backend=backend,
         evaluator=evaluator,
+        calibration=calibration,
         solve_budget=not args.no_solve_budget,
         log_path=args.log,
         resume=args.resume,

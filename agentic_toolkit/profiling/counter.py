@@ -203,6 +203,62 @@ def _has_device_arg(func: Any) -> bool:
     return any(a.name == "device" for a in func._schema.arguments)
 
 
+class _ModuleHooks:
+    """Global forward hooks that keep the counting mode's module stack: ops go to the
+    innermost module executing; with torch_pruning ``rules`` each module's rule is applied
+    to its call. Only calls on the counting thread count."""
+
+    def __init__(self, model: nn.Module, rules: dict):
+        self.model = model
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.records: dict[int, ModuleRecord] = {}
+        self.rules = rules
+        self.thread = threading.get_ident()
+        self.batch = 0
+        self.mode: _CountingMode | None = None  # set before the pass
+
+    def record(self, m: nn.Module) -> ModuleRecord:
+        rec = self.records.get(id(m))
+        if rec is None:
+            rec = ModuleRecord(self.names[id(m)], m, data_movement=isinstance(m, PadShortcut))
+            self.records[id(m)] = rec
+        return rec
+
+    def pre(self, m: nn.Module, args: tuple) -> None:
+        if threading.get_ident() != self.thread:
+            return
+        stack = self.mode.stack
+        rec = self.records.get(id(m))
+        if rec is None:
+            if id(m) not in self.names:
+                stack.append(stack[-1])  # a module outside the model: parent owns its ops
+                return
+            rec = self.record(m)
+        rec.calls += 1
+        if rec.input_shape is None:
+            first = args[0] if args else None
+            rec.input_shape = tuple(first.shape) if isinstance(first, torch.Tensor) else _shape_of(args)
+        stack.append(rec)
+
+    def post(self, m: nn.Module, args: tuple, output: Any) -> None:
+        if threading.get_ident() != self.thread or len(self.mode.stack) <= 1:
+            return
+        rec = self.mode.stack.pop()
+        if rec.module is not m:
+            return
+        if rec.output_shape is None:
+            rec.output_shape = (tuple(output.shape) if isinstance(output, torch.Tensor)
+                                else _shape_of(output))
+        if self.rules:
+            rule = self.rules.get(type(m))
+            if rule is not None:
+                rec.tp_op = rule[0]
+                rec.tp_macs += int(rule[1](m, args, output))
+            if m is self.model:
+                first = args[0] if args else None
+                self.batch += len(first) if first is not None and hasattr(first, "__len__") else 1
+
+
 def run_pass(
     model: nn.Module,
     inputs: Any,
@@ -219,63 +275,17 @@ def run_pass(
     ``inputs``: a tensor, a tuple/list of positional tensors, or a dict of keyword
     arguments. On the meta backend they may be real (only their shapes are used).
     """
-    names = {id(m): n for n, m in model.named_modules()}
-    records: dict[int, ModuleRecord] = {}
-
-    def record(m: nn.Module) -> ModuleRecord:
-        rec = records.get(id(m))
-        if rec is None:
-            rec = ModuleRecord(names[id(m)], m, data_movement=isinstance(m, PadShortcut))
-            records[id(m)] = rec
-        return rec
-
-    root = record(model)
+    hooks = _ModuleHooks(model, tp_rules() if torch_pruning else {})
+    root = hooks.record(model)
     real = backend != "meta"
     params = {id(t) for t in model.parameters()} if real else set()
     buffers = {id(t) for t in model.buffers()} if real else set()
-    mode = _CountingMode(root, not real, params, buffers, check)
-    rules = tp_rules() if torch_pruning else {}
-    thread = threading.get_ident()
-    batch = [0]
-
-    def pre_hook(m: nn.Module, args: tuple) -> None:
-        if threading.get_ident() != thread:
-            return
-        rec = records.get(id(m))
-        if rec is None:
-            if id(m) not in names:
-                mode.stack.append(mode.stack[-1])  # a module outside the model: parent owns its ops
-                return
-            rec = record(m)
-        rec.calls += 1
-        if rec.input_shape is None:
-            first = args[0] if args else None
-            rec.input_shape = tuple(first.shape) if isinstance(first, torch.Tensor) else _shape_of(args)
-        mode.stack.append(rec)
-
-    def post_hook(m: nn.Module, args: tuple, output: Any) -> None:
-        if threading.get_ident() != thread or len(mode.stack) <= 1:
-            return
-        rec = mode.stack.pop()
-        if rec.module is not m:
-            return
-        if rec.output_shape is None:
-            rec.output_shape = (tuple(output.shape) if isinstance(output, torch.Tensor)
-                                else _shape_of(output))
-        if rules:
-            rule = rules.get(type(m))
-            if rule is not None:
-                rec.tp_op = rule[0]
-                rec.tp_macs += int(rule[1](m, args, output))
-            if m is model:
-                first = args[0] if args else None
-                batch[0] += len(first) if first is not None and hasattr(first, "__len__") else 1
-
+    mode = hooks.mode = _CountingMode(root, not real, params, buffers, check)
     if backend == "meta":
         inputs = _to_meta(inputs, mode)
     handles = [
-        module_hooks.register_module_forward_pre_hook(pre_hook),
-        module_hooks.register_module_forward_hook(post_hook, always_call=True),
+        module_hooks.register_module_forward_pre_hook(hooks.pre),
+        module_hooks.register_module_forward_hook(hooks.post, always_call=True),
     ]
     try:
         with torch.no_grad(), mode:
@@ -289,9 +299,9 @@ def run_pass(
         for h in handles:
             h.remove()
     return PassResult(
-        records=list(records.values()),
+        records=list(hooks.records.values()),
         uncounted=mode.uncounted,
-        batch=batch[0] or 1,
+        batch=hooks.batch or 1,
         backend=backend,
         input_shape=_shape_of(inputs) or (),
     )

@@ -72,6 +72,10 @@ class MacProfile:
 
         return pd.DataFrame(self.rows, columns=list(LAYER_COLUMNS))
 
+    def to_frame(self) -> pd.DataFrame:
+        """The per-module table (a copy of :attr:`layers`; see the class docstring)."""
+        return self.layers.copy()
+
     def by_type(self) -> pd.DataFrame:
         """MACs, parameters and element-wise ops per module class, largest first."""
         df = self.layers

@@ -11,7 +11,10 @@ import pandas as pd
 import torch.nn as nn
 
 from ..errors import ToolkitError
-from .plan import PrunePlan, Selection, input_shape
+from ..units import format_macs
+from .model_utils import input_shape
+from .plan import PrunePlan
+from .ranking import Selection
 from .strategy import Strategy
 
 
@@ -22,8 +25,10 @@ class PruneResult:
     ``macs``/``params`` are measured on the pruned model with :func:`profile_macs`
     (default convention, the batch of ``example_inputs``); ``predicted_macs`` is what the
     plan predicted from the widths (always equal to ``macs`` on supported models).
-    ``widths`` maps every conv/linear layer to its output channels; ``history`` is
-    torch-pruning's pruning history (replayable with ``load_pruning_history``).
+    ``widths`` maps every conv/linear layer to its output channels (``base_widths``: before
+    pruning); ``history`` is torch-pruning's pruning history (replayable with
+    ``load_pruning_history``). :meth:`summary` is a few lines of text, :meth:`to_dict` the
+    JSON-ready numbers, :meth:`to_frame` the per-layer widths, :meth:`plot` draws them.
     """
 
     model: nn.Module
@@ -39,14 +44,15 @@ class PruneResult:
     num_heads: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    base_widths: dict[str, int] = field(default_factory=dict)
 
     @property
     def mac_ratio(self) -> float:
         """Pruned MACs over base MACs."""
         return self.macs / self.base_macs if self.base_macs else 1.0
 
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready numbers (no model, no history)."""
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready numbers (no model, no history, no widths)."""
         return {
             "strategy": self.strategy.to_dict(),
             "macs": int(self.macs),
@@ -56,8 +62,61 @@ class PruneResult:
             "predicted_macs": int(self.predicted_macs),
             "mac_ratio": self.mac_ratio,
             "input_shape": list(self.input_shape),
+            "num_heads": dict(self.num_heads),
             "notes": list(self.notes),
+            "seconds": self.seconds,
         }
+
+    def summary(self) -> str:
+        """A few human-readable lines: MACs and params before and after, the strategy, notes."""
+        from ..profiling.profile import model_name
+
+        s = self.strategy
+        ranking = "isomorphic" if s.isomorphic else ("global" if s.global_pruning else "per-layer")
+        shape = "x".join(str(d) for d in self.input_shape)
+        lines = [
+            f"{model_name(self.model)}: {format_macs(self.base_macs)} -> {format_macs(self.macs)} MACs "
+            f"({self.mac_ratio:.1%} kept), params {format_macs(self.base_params)} -> "
+            f"{format_macs(self.params)}, input {shape}",
+            f"strategy: {s.importance} importance, {ranking} ranking, pruning_ratio {s.pruning_ratio:.4f}"
+            + (f", multipliers {s.multipliers}" if s.multipliers else "")
+            + (f", round_to {s.round_to}" if s.round_to else ""),
+        ]
+        changed = [n for n, w in self.widths.items() if self.base_widths.get(n, w) != w]
+        if self.base_widths:
+            lines.append(f"{len(changed)} of {len(self.widths)} conv/linear layers narrowed")
+        if self.predicted_macs != self.macs:
+            lines.append(f"predicted {format_macs(self.predicted_macs)} MACs (differs from the measured count)")
+        if self.num_heads:
+            lines.append("heads: " + ", ".join(f"{k} {v}" for k, v in self.num_heads.items()))
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per conv/linear layer in model order: ``layer``, ``base_channels`` (NaN when
+        unknown), ``channels`` and ``kept`` (fraction of the output channels kept)."""
+        rows = []
+        for name, w in self.widths.items():
+            base = self.base_widths.get(name)
+            rows.append({"layer": name, "base_channels": base, "channels": w,
+                         "kept": w / base if base else float("nan")})
+        return pd.DataFrame(rows, columns=["layer", "base_channels", "channels", "kept"])
+
+    def plot(self):
+        """Kept fraction of every conv/linear layer's output channels, in model order (a Figure)."""
+        from matplotlib.figure import Figure
+
+        df = self.to_frame()
+        fig = Figure(figsize=(10, 3.6), layout="constrained")
+        ax = fig.subplots()
+        ax.step(range(len(df)), df["kept"], where="mid", color="#4c72b0")
+        ax.set(xlabel="layer (model order)", ylabel="kept fraction of output channels", ylim=(0, 1.05),
+               title=f"{format_macs(self.macs)} of {format_macs(self.base_macs)} MACs "
+                     f"({self.strategy.importance}, pruning_ratio {self.strategy.pruning_ratio:.3f})")
+        return fig
 
 
 def describe_scopes(model: nn.Module, example_inputs) -> pd.DataFrame:
@@ -101,8 +160,7 @@ def get_plan(model: nn.Module, example_inputs, calibration=None, plan: PrunePlan
         )
     if calibration is not None and plan.calibration is None:
         plan.calibration = list(calibration)
-        plan._importance.pop("taylor", None)
-        plan._scopes_cache.clear()
+        plan.forget_gradient_scores()
     return plan
 
 
@@ -126,6 +184,7 @@ def prune_with_plan(plan: PrunePlan, strategy: Strategy, inplace: bool = False, 
     start = time.perf_counter()
     sel = plan.select(strategy) if selection is None else selection
     predicted = plan.predict_macs(sel)
+    base_widths = layer_widths(plan.source)
     model, history = plan.apply(sel, strategy, inplace=inplace)
     profile = profile_macs(model, example_inputs=plan.example_inputs)
     notes = list(plan.importance(strategy.importance)[1])
@@ -150,6 +209,7 @@ def prune_with_plan(plan: PrunePlan, strategy: Strategy, inplace: bool = False, 
         num_heads=plan.kept_heads(sel),
         notes=notes,
         seconds=time.perf_counter() - start,
+        base_widths=base_widths,
     )
 
 

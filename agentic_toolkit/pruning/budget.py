@@ -21,7 +21,8 @@ import torch.nn as nn
 from ..errors import ToolkitError
 from ..units import format_macs, parse_macs
 from .apply import PruneResult, get_plan, prune_with_plan
-from .plan import PrunePlan, Selection
+from .plan import PrunePlan
+from .ranking import Selection
 from .strategy import Strategy
 
 MAX_RATIO = 1.0 - 1e-6  # Strategy.pruning_ratio must stay below 1
@@ -60,6 +61,7 @@ class BudgetFit:
     seconds: float
     plan: PrunePlan | None = field(default=None, repr=False, compare=False)
     selection: Selection | None = field(default=None, repr=False, compare=False)
+    trace: list[tuple[float, int]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def ratio(self) -> float:
@@ -81,8 +83,8 @@ class BudgetFit:
             raise ToolkitError("this BudgetFit has no plan; call apply_isomorphic_prune instead")
         return prune_with_plan(self.plan, self.strategy, inplace=inplace, selection=self.selection)
 
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready numbers."""
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready numbers (no plan, no selection)."""
         return {
             "strategy": self.strategy.to_dict(),
             "target_macs": int(self.target_macs),
@@ -96,8 +98,35 @@ class BudgetFit:
             "seconds": self.seconds,
         }
 
+    def summary(self) -> str:
+        """A few human-readable lines: target, prediction, solved ratio, reachable range."""
+        up, down = self.tolerance
+        band = "within" if self.within_tolerance else "OUTSIDE"
+        s = self.strategy
+        return "\n".join([
+            f"target {format_macs(self.target_macs)} MACs: predicted {format_macs(self.predicted_macs)} "
+            f"({self.error_pct:+.3f}%, {band} +{up:g}%/-{down:g}%) of {format_macs(self.base_macs)}",
+            f"pruning_ratio {self.ratio:.5f} ({s.importance}, "
+            f"{'isomorphic' if s.isomorphic else 'global' if s.global_pruning else 'per-layer'} ranking) "
+            f"solved in {self.probes} probes, {self.seconds:.2f} s; this strategy reaches "
+            f"{format_macs(self.min_macs)} .. {format_macs(self.max_macs)}",
+        ])
 
-def _check_tolerance(tolerance) -> tuple[float, float]:
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_frame(self):
+        """The solver's probes in order: ``probe``, ``ratio``, ``predicted_macs``, ``error_pct``."""
+        import pandas as pd
+
+        rows = [
+            {"probe": i, "ratio": r, "predicted_macs": int(m), "error_pct": 100.0 * (m - self.target_macs) / self.target_macs}
+            for i, (r, m) in enumerate(self.trace)
+        ]
+        return pd.DataFrame(rows, columns=["probe", "ratio", "predicted_macs", "error_pct"])
+
+
+def check_tolerance(tolerance) -> tuple[float, float]:
     try:
         up, down = (float(t) for t in tolerance)
     except (TypeError, ValueError):
@@ -141,23 +170,63 @@ def fit_to_budget(
     if not isinstance(strategy, Strategy):
         raise ToolkitError(f"strategy must be an agentic_toolkit.Strategy, got {type(strategy).__name__}")
     target = _check_target(target_macs)
-    up, down = _check_tolerance(tolerance)
+    up, down = check_tolerance(tolerance)
     p = get_plan(model, example_inputs, calibration, plan)
     p.check_strategy(strategy)
     lo_band, hi_band = target * (1 - down / 100.0), target * (1 + up / 100.0)
-    probes = 0
-    cache: dict[float, tuple[int, Selection]] = {}
-
-    def f(r: float) -> int:
-        nonlocal probes
-        if r not in cache:
-            probes += 1
-            sel = p.select(strategy, r)
-            cache[r] = (p.predict_macs(sel), sel)
-        return cache[r][0]
-
+    f = _Probe(p, strategy)
     base = p.base_macs
     smallest = f(MAX_RATIO)
+    _check_reachable(target, base, smallest, hi_band, strategy)
+    candidates = _bracket(f, target, smallest)
+    inside = [c for c in candidates if lo_band <= c[1] <= hi_band]
+    ratio, predicted = min(inside or candidates, key=lambda c: (abs(c[1] - target), c[0]))
+    within = lo_band <= predicted <= hi_band
+    if not within:
+        warnings.warn(
+            f"closest reachable MACs {format_macs(predicted)} are outside the band "
+            f"[-{down}%, +{up}%] of {format_macs(target)} (the strategy's steps are too coarse here; "
+            "try a smaller round_to)",
+            stacklevel=2,
+        )
+    return BudgetFit(
+        strategy=strategy.replace(pruning_ratio=float(ratio)),
+        target_macs=target,
+        predicted_macs=int(predicted),
+        base_macs=int(base),
+        min_macs=int(smallest),
+        max_macs=int(base),
+        probes=f.probes,
+        within_tolerance=within,
+        tolerance=(up, down),
+        seconds=time.perf_counter() - start,
+        plan=p,
+        selection=f.cache[ratio][1],
+        trace=f.trace,
+    )
+
+
+class _Probe:
+    """MACs of the strategy at a ratio (each ratio selected and counted once)."""
+
+    def __init__(self, plan: PrunePlan, strategy: Strategy):
+        self.plan, self.strategy = plan, strategy
+        self.cache: dict[float, tuple[int, Selection]] = {}
+        self.trace: list[tuple[float, int]] = []
+
+    @property
+    def probes(self) -> int:
+        return len(self.trace)
+
+    def __call__(self, r: float) -> int:
+        if r not in self.cache:
+            sel = self.plan.select(self.strategy, r)
+            self.cache[r] = (self.plan.predict_macs(sel), sel)
+            self.trace.append((r, self.cache[r][0]))
+        return self.cache[r][0]
+
+
+def _check_reachable(target: int, base: int, smallest: int, hi_band: float, strategy: Strategy) -> None:
     if target > base:
         raise BudgetInfeasibleError(
             f"target {format_macs(target)} MACs is above the model's {format_macs(base)} MACs; "
@@ -174,10 +243,15 @@ def fit_to_budget(
             target,
             (smallest, base),
         )
+
+
+def _bracket(f: _Probe, target: int, smallest: int) -> list[tuple[float, int]]:
+    """Shrink ``[0, MAX_RATIO]`` around the target (regula falsi, Illinois-style bisection
+    when one side stalls); the two ends ``(ratio, macs)`` of the final bracket."""
     r_lo, r_hi = 0.0, MAX_RATIO  # invariant: f(r_lo) > target >= f(r_hi), unless an end hits it
     f_lo, f_hi = f(r_lo), smallest
     last = ""
-    while smallest < target < f_lo and probes < MAX_PROBES and r_hi - r_lo > 1e-9:
+    while smallest < target < f_lo and f.probes < MAX_PROBES and r_hi - r_lo > 1e-9:
         if min(f_lo - target, target - f_hi) <= STOP_REL * target:
             break
         if last.endswith("lolo") or last.endswith("hihi"):
@@ -191,29 +265,4 @@ def fit_to_budget(
         else:
             r_hi, f_hi, last = r, v, last + "hi"
         last = last[-4:]
-    candidates = [(r_lo, f_lo), (r_hi, f_hi)]
-    inside = [c for c in candidates if lo_band <= c[1] <= hi_band]
-    ratio, predicted = min(inside or candidates, key=lambda c: (abs(c[1] - target), c[0]))
-    within = lo_band <= predicted <= hi_band
-    fitted = strategy.replace(pruning_ratio=float(ratio))
-    if not within:
-        warnings.warn(
-            f"closest reachable MACs {format_macs(predicted)} are outside the band "
-            f"[-{down}%, +{up}%] of {format_macs(target)} (the strategy's steps are too coarse here; "
-            "try a smaller round_to)",
-            stacklevel=2,
-        )
-    return BudgetFit(
-        strategy=fitted,
-        target_macs=target,
-        predicted_macs=int(predicted),
-        base_macs=int(base),
-        min_macs=int(smallest),
-        max_macs=int(base),
-        probes=probes,
-        within_tolerance=within,
-        tolerance=(up, down),
-        seconds=time.perf_counter() - start,
-        plan=p,
-        selection=cache[ratio][1],
-    )
+    return [(r_lo, f_lo), (r_hi, f_hi)]

@@ -191,45 +191,16 @@ def collect_groups(
     to ``(attention module name, heads prunable)``.
     """
     names = graph._module2name
-    param_names = graph._param_to_name
-    raw = []
-    for group in graph.get_all_groups(root_module_types=ROOT_TYPES):
-        qkv = [
-            d.target.module
-            for d, _ in group
-            if d.target.module in num_heads and graph.is_out_channel_pruning_fn(d.handler)
-        ]
-        if qkv:
-            group = _reroot_attention(graph, group, set(num_heads))
-            if group is None:
-                continue
-        raw.append((group, qkv[0] if qkv else None))
-
+    raw = _raw_groups(graph, num_heads)
     groups: list[ChannelGroup] = []
     coverage: dict[tuple[str, bool], int] = defaultdict(int)
     sizes: dict[tuple[str, bool], int | None] = {}
     for group, qkv in raw:
         root_dep, root_idxs = group[0]
         channels = len(root_idxs)
-        root = root_dep.target.module
-        counts: dict[tuple[str, bool], int] = defaultdict(int)
-        for dep, idxs in group:
-            target = dep.target.module
-            if isinstance(target, nn.Parameter):
-                name = param_names.get(target)
-            elif isinstance(target, nn.Module):
-                name = names.get(target)
-            else:
-                name = None
-            if name is None:
-                continue  # functional op nodes
-            is_out = graph.is_out_channel_pruning_fn(dep.handler)
-            key = (name, is_out)
-            counts[key] += len(idxs)
-            sizes[key] = _dim_size(graph, target, is_out)
         unsupported = ""
         members = []
-        for (name, is_out), count in counts.items():
+        for (name, is_out), count in _member_counts(graph, group, sizes).items():
             per = Fraction(count, channels)
             if per.denominator != 1:
                 unsupported = f"{name} gets {count} elements for {channels} channels"
@@ -242,7 +213,7 @@ def collect_groups(
         groups.append(
             ChannelGroup(
                 index=len(groups),
-                root_name=names[root],
+                root_name=names[root_dep.target.module],
                 root_is_out=graph.is_out_channel_pruning_fn(root_dep.handler),
                 channels=channels,
                 ch_groups=ch_groups,
@@ -254,7 +225,52 @@ def collect_groups(
                 unsupported=unsupported,
             )
         )
-    # every layer dimension must be covered exactly by the groups that touch it
+    _mark_uncovered(groups, coverage, sizes)
+    return groups, [group for group, _ in raw]
+
+
+def _raw_groups(graph: tp.DependencyGraph, num_heads: dict[nn.Module, int]) -> list[tuple[object, nn.Module | None]]:
+    """torch-pruning's groups, attention groups re-rooted at their qkv Linear: ``(group, qkv or None)``."""
+    raw = []
+    for group in graph.get_all_groups(root_module_types=ROOT_TYPES):
+        qkv = [
+            d.target.module
+            for d, _ in group
+            if d.target.module in num_heads and graph.is_out_channel_pruning_fn(d.handler)
+        ]
+        if qkv:
+            group = _reroot_attention(graph, group, set(num_heads))
+            if group is None:
+                continue
+        raw.append((group, qkv[0] if qkv else None))
+    return raw
+
+
+def _member_counts(graph: tp.DependencyGraph, group, sizes: dict) -> dict[tuple[str, bool], int]:
+    """Elements of each named layer dimension ``(name, is_out)`` the group touches; records
+    every dimension's size in ``sizes``."""
+    names, param_names = graph._module2name, graph._param_to_name
+    counts: dict[tuple[str, bool], int] = defaultdict(int)
+    for dep, idxs in group:
+        target = dep.target.module
+        if isinstance(target, nn.Parameter):
+            name = param_names.get(target)
+        elif isinstance(target, nn.Module):
+            name = names.get(target)
+        else:
+            name = None
+        if name is None:
+            continue  # functional op nodes
+        is_out = graph.is_out_channel_pruning_fn(dep.handler)
+        key = (name, is_out)
+        counts[key] += len(idxs)
+        sizes[key] = _dim_size(graph, target, is_out)
+    return counts
+
+
+def _mark_uncovered(groups: list[ChannelGroup], coverage: dict, sizes: dict) -> None:
+    """Every layer dimension must be covered exactly by the groups that touch it; groups
+    touching one that is not are marked unsupported."""
     bad = {
         key: (coverage[key], size)
         for key, size in sizes.items()
@@ -270,4 +286,3 @@ def collect_groups(
                     f"torch-pruning maps {got} of the {size} {side} elements of '{mem.name}' "
                     "(a reshape it cannot follow)"
                 )
-    return groups, [group for group, _ in raw]

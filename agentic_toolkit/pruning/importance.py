@@ -1,5 +1,8 @@
 """Channel importance per group, computed once and guarded against torch-pruning's traps.
 
+The criteria themselves are registered callables (:mod:`.criteria`); this module runs one
+over every group, with gradients when the criterion needs them, and guards the result.
+
 Traps (torch-pruning 1.6):
 - ``GroupTaylorImportance`` reads ``weight.grad`` of every layer in a group and crashes
   when it is ``None`` (e.g. the CIFAR ResNets' frozen ``PadShortcut`` convs). We give such
@@ -20,18 +23,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch_pruning as tp
 
+from ..errors import ToolkitError
+from .criteria import Criterion, get_importance
 from .groups import ChannelGroup
-
-RANDOM_SEED = 0
-
-
-def _raw_scorer(method: str):
-    if method == "taylor":
-        return tp.importance.GroupTaylorImportance(normalizer=None)
-    p = 1 if method == "magnitude_l1" else 2
-    return tp.importance.GroupMagnitudeImportance(p=p, normalizer=None)
 
 
 def _lamp(scores: torch.Tensor) -> torch.Tensor:
@@ -43,14 +38,16 @@ def _lamp(scores: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _normalise(scores: torch.Tensor, method: str) -> torch.Tensor:
-    if method == "lamp":
+def _normalise(scores: torch.Tensor, normalizer: str | None) -> torch.Tensor:
+    if normalizer == "lamp":
         return _lamp(scores)
+    if normalizer is None:
+        return scores
     mean = scores.mean()
     return scores / mean if mean > 0 else scores
 
 
-class _TaylorGradients:
+class _CalibrationGradients:
     """Accumulate loss gradients over calibration batches on ``model``; afterwards every
     parameter's previous ``.grad`` is restored (the model is otherwise unchanged)."""
 
@@ -59,7 +56,7 @@ class _TaylorGradients:
         self.batches = batches
         self.example_inputs = example_inputs
 
-    def __enter__(self) -> _TaylorGradients:
+    def __enter__(self) -> _CalibrationGradients:
         self.saved = {id(p): p.grad for p in self.model.parameters()}
         was_training = self.model.training
         for p in self.model.parameters():
@@ -104,48 +101,34 @@ def compute_importance(
 ) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor | None]], list[str]]:
     """Importance of every group in ``tp_groups``: ``{index: (unit scores, head scores)}``.
 
+    ``method`` names a registered criterion (:func:`~.criteria.register_importance`).
     Unit scores have one entry per prunable unit (``channels // ch_groups``), head scores
     one per attention head (attention groups only). Returns the scores and the warnings
     issued (also raised as ``UserWarning``).
     """
+    criterion = get_importance(method)
     notes: list[str] = []
     by_index = {g.index: g for g in groups}
     raw: dict[int, torch.Tensor] = {}
-    if method == "random":
-        gen = torch.Generator().manual_seed(RANDOM_SEED)
-        for i in sorted(tp_groups):
-            raw[i] = torch.rand(by_index[i].channels, generator=gen, dtype=torch.float64)
-    elif method == "taylor":
+    if criterion.needs_gradients:
         if not calibration:
             notes.append(
-                "taylor importance without calibration data: gradients come from the example "
+                f"{method} importance without calibration data: gradients come from the example "
                 "inputs with the model's own predictions as labels; pass calibration=[(x, y), ...] "
                 "(e.g. agentic_toolkit.calibration_batches()) for meaningful scores"
             )
-        with _TaylorGradients(model, calibration, example_inputs):
-            scorer = _raw_scorer("taylor")
-            for i, grp in tp_groups.items():
-                raw[i] = _scores(scorer, grp, by_index[i].channels)
+        with _CalibrationGradients(model, calibration, example_inputs):
+            raw = _score_all(criterion, tp_groups, by_index)
         if all(float(s.abs().sum()) == 0.0 for s in raw.values()):
-            notes.append("taylor gradients are all zero; falling back to magnitude_l2 importance")
+            notes.append(f"{method} gradients are all zero; falling back to magnitude_l2 importance")
             raw = {}
-            method = "magnitude_l2"
+            criterion = get_importance("magnitude_l2")
     if not raw:
-        scorer = _raw_scorer(method)
-        for i, grp in tp_groups.items():
-            raw[i] = _scores(scorer, grp, by_index[i].channels)
-    # guard: NaN -> 0; an all-zero group falls back to magnitude so that it is ranked, not skipped
-    fallback = []
-    magnitude = _raw_scorer("magnitude_l2")
-    for i, s in raw.items():
-        s = torch.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0)
-        if float(s.sum()) == 0.0 and method not in ("magnitude_l1", "magnitude_l2", "lamp"):
-            s = torch.nan_to_num(_scores(magnitude, tp_groups[i], by_index[i].channels), nan=0.0)
-            fallback.append(by_index[i].root_name)
-        raw[i] = s
+        raw = _score_all(criterion, tp_groups, by_index)
+    fallback = _guard(raw, criterion, tp_groups, by_index)
     if fallback:
         notes.append(
-            f"{method} importance is zero or NaN for {len(fallback)} group(s) "
+            f"{criterion.name} importance is zero or NaN for {len(fallback)} group(s) "
             f"({', '.join(fallback[:4])}{', ...' if len(fallback) > 4 else ''}); using magnitude_l2 there"
         )
     out = {}
@@ -154,17 +137,43 @@ def compute_importance(
         units = s.view(g.ch_groups, g.units).mean(0)
         heads = s.view(g.num_heads, -1).mean(1) if g.attention and g.heads_prunable else None
         out[i] = (
-            _normalise(units, method),
-            _normalise(heads, method) if heads is not None else None,
+            _normalise(units, criterion.normalizer),
+            _normalise(heads, criterion.normalizer) if heads is not None else None,
         )
     for note in notes:
         warnings.warn(note, stacklevel=3)
     return out, notes
 
 
-def _scores(scorer, group, channels: int) -> torch.Tensor:
+def _score_all(criterion: Criterion, tp_groups: dict[int, object], by_index: dict[int, ChannelGroup]):
+    return {i: _scores(criterion, grp, by_index[i]) for i, grp in tp_groups.items()}
+
+
+def _guard(raw: dict[int, torch.Tensor], criterion: Criterion, tp_groups, by_index) -> list[str]:
+    """NaN -> 0 and negatives -> 0 in place; a group whose scores are then all zero is scored
+    by magnitude_l2 (when the criterion allows the fallback), so it is ranked, not skipped.
+    Returns the root names of the groups that fell back."""
+    fallback = []
+    magnitude = get_importance("magnitude_l2")
+    for i, s in raw.items():
+        s = torch.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0.0)
+        if float(s.sum()) == 0.0 and criterion.fallback:
+            s = torch.nan_to_num(_scores(magnitude, tp_groups[i], by_index[i]), nan=0.0)
+            fallback.append(by_index[i].root_name)
+        raw[i] = s
+    return fallback
+
+
+def _scores(criterion: Criterion, group, info: ChannelGroup) -> torch.Tensor:
+    """One float64 score per root channel of ``group`` from ``criterion``."""
     with torch.no_grad():
-        s = scorer(group)
+        s = criterion.fn(group)
     if s is None:  # no parameterised layer in the group: every channel equally important
-        return torch.zeros(channels, dtype=torch.float64)
-    return s.detach().to(torch.float64).flatten()
+        return torch.zeros(info.channels, dtype=torch.float64)
+    s = torch.as_tensor(s).detach().to(device="cpu", dtype=torch.float64).flatten()
+    if s.numel() != info.channels:
+        raise ToolkitError(
+            f"importance {criterion.name!r} returned {s.numel()} scores for group {info.root_name} "
+            f"with {info.channels} channels; a criterion must return one score per root channel"
+        )
+    return s

@@ -117,6 +117,7 @@ def load_pruned(path: str | Path, base_model: nn.Module | str | None = None) -> 
     attention = find_attention(model)
     tables = [params[n] for a in attention for n in a.head_tables if n in params]
     requires_grad = {n: p.requires_grad for n, p in params.items()}
+    base_widths = layer_widths(model)
     graph = build_graph(model, x, tables)
     try:
         with torch.no_grad():
@@ -155,4 +156,5 @@ def load_pruned(path: str | Path, base_model: nn.Module | str | None = None) -> 
         input_shape=shape,
         num_heads={k: int(v) for k, v in meta.get("num_heads", {}).items()},
         notes=list(meta.get("notes", [])),
+        base_widths=base_widths,
     )

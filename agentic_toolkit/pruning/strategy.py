@@ -1,8 +1,14 @@
 """The pruning strategy an agent proposes: a validated, JSON-serialisable dataclass.
 
 Validation collects every problem at once (so an LLM repair request can quote them all)
-and raises :class:`StrategyError`. Scope names in ``multipliers`` are checked against a
-concrete model later, by the pruning engine (see :func:`agentic_toolkit.describe_scopes`).
+and raises :class:`StrategyError`. ``importance`` may name any registered criterion
+(:func:`~agentic_toolkit.pruning.criteria.register_importance`). Scope names in
+``multipliers`` are checked against a concrete model later, by the pruning engine (see
+:func:`agentic_toolkit.describe_scopes`).
+
+Named presets (``strategy_preset("isomorphic_taylor")``, ``Strategy.preset(...)``,
+``list_strategies()``) are registered with :func:`register_strategy`; the built-in ones are
+registered at the end of this module.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ToolkitError
+from .criteria import list_importances
 
-IMPORTANCES = ("taylor", "magnitude_l1", "magnitude_l2", "lamp", "random")
 MULTIPLIER_RANGE = (0.0, 4.0)  # exclusive lower bound, inclusive upper bound
 
 
@@ -97,6 +103,11 @@ class Strategy:
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Strategy:
+        """The registered preset ``name`` with some fields overridden (see :func:`strategy_preset`)."""
+        return strategy_preset(name, **overrides)
+
     @staticmethod
     def json_schema() -> dict[str, Any]:
         """JSON Schema (draft 2020-12) of a strategy, e.g. for an LLM tool's input schema."""
@@ -110,8 +121,8 @@ class Strategy:
             "properties": {
                 "importance": {
                     "type": "string",
-                    "enum": list(IMPORTANCES),
-                    "description": "Channel importance criterion.",
+                    "enum": list_importances(),
+                    "description": "Channel importance criterion (a registered name).",
                 },
                 "pruning_ratio": {
                     "type": "number",
@@ -153,8 +164,12 @@ def _is_number(v: Any) -> bool:
 def _field_problems(d: dict[str, Any]) -> list[str]:
     errors = []
     imp = d.get("importance")
-    if imp not in IMPORTANCES:
-        errors.append(f"importance must be one of {', '.join(IMPORTANCES)}; got {imp!r}")
+    registered = list_importances()
+    if not isinstance(imp, str) or imp not in registered:
+        errors.append(
+            f"importance must be a registered criterion, one of {', '.join(registered)}; got {imp!r} "
+            "(register your own with agentic_toolkit.register_importance)"
+        )
     r = d.get("pruning_ratio")
     if not _is_number(r) or not 0.0 <= r < 1.0:
         errors.append(f"pruning_ratio must be a number in [0, 1); got {r!r}")
@@ -181,3 +196,96 @@ def _field_problems(d: dict[str, Any]) -> list[str]:
     if not _is_number(mlr) or not 0.0 < mlr <= 1.0:
         errors.append(f"max_layer_ratio must be a number in (0, 1]; got {mlr!r}")
     return errors
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+@dataclass(frozen=True)
+class _Preset:
+    strategy: Strategy
+    description: str
+    builtin: bool = False
+
+
+_PRESETS: dict[str, _Preset] = {}
+
+
+def register_strategy(name: str, strategy: Strategy, description: str = "", *, overwrite: bool = False) -> Strategy:
+    """Register ``strategy`` as the named preset ``name`` (``strategy_preset(name)`` returns it).
+
+    A user preset registered again under the same name replaces the old one; a built-in
+    preset is replaced only with ``overwrite=True``. Returns the registered strategy.
+    """
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ToolkitError(f"a strategy preset name must be a non-empty string without outer spaces; got {name!r}")
+    if not isinstance(strategy, Strategy):
+        raise ToolkitError(f"register_strategy needs a Strategy, got {type(strategy).__name__}")
+    old = _PRESETS.get(name)
+    if old is not None and old.builtin and not overwrite:
+        raise ToolkitError(f"{name!r} is a built-in strategy preset; pass overwrite=True to replace it")
+    _PRESETS[name] = _Preset(strategy.replace(), str(description))
+    return strategy
+
+
+def strategy_preset(name: str, **overrides: Any) -> Strategy:
+    """A copy of the registered preset ``name``, with ``overrides`` (Strategy fields) applied.
+
+    ``strategy_preset("isomorphic_taylor", pruning_ratio=0.4)``; unknown names and fields
+    raise :class:`StrategyError` listing what exists.
+    """
+    if name not in _PRESETS:
+        raise StrategyError([f"unknown strategy preset {name!r}; registered: {', '.join(_PRESETS)}"])
+    if not overrides:
+        return _PRESETS[name].strategy.replace()
+    return Strategy.from_dict({**_PRESETS[name].strategy.to_dict(), **overrides})
+
+
+def list_strategies() -> list[str]:
+    """Names of the registered strategy presets (built-in ones first)."""
+    return list(_PRESETS)
+
+
+def describe_strategies():
+    """The registered presets as a DataFrame: name, description and the defining fields."""
+    import pandas as pd
+
+    rows = []
+    for name, p in _PRESETS.items():
+        s = p.strategy
+        rows.append({"name": name, "description": p.description, "importance": s.importance,
+                     "isomorphic": s.isomorphic, "global_pruning": s.global_pruning,
+                     "max_layer_ratio": s.max_layer_ratio, "round_to": s.round_to, "builtin": p.builtin})
+    return pd.DataFrame(rows)
+
+
+register_strategy(
+    "isomorphic_magnitude",
+    Strategy(importance="magnitude_l2", isomorphic=True, global_pruning=True),
+    "the default: L2 magnitude, ranked globally within groups of identical structure "
+    "(isomorphic pruning, Fang et al. 2024)",
+)
+register_strategy(
+    "isomorphic_taylor",
+    Strategy(importance="taylor", isomorphic=True, global_pruning=True),
+    "the AgenticPruner paper's pruner: first-order Taylor importance on calibration batches, "
+    "isomorphic ranking",
+)
+register_strategy(
+    "global_magnitude",
+    Strategy(importance="magnitude_l2", isomorphic=False, global_pruning=True),
+    "L2 magnitude, one global ranking over all channel groups (cheap layers can be emptied first)",
+)
+register_strategy(
+    "uniform_l1",
+    Strategy(importance="magnitude_l1", isomorphic=False, global_pruning=False),
+    "every layer loses the same fraction of its channels, the lowest L1 norms "
+    "(Li et al. 2017, Pruning Filters for Efficient ConvNets)",
+)
+register_strategy(
+    "uniform_magnitude",
+    Strategy(importance="magnitude_l2", isomorphic=False, global_pruning=False),
+    "every layer loses the same fraction of its channels, the lowest L2 norms",
+)
+for _name in list(_PRESETS):
+    _PRESETS[_name] = dataclasses.replace(_PRESETS[_name], builtin=True)

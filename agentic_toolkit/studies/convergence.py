@@ -2,7 +2,9 @@
 
 :func:`convergence_study` is the paper's convergence experiment: how many revisions each
 proposer needs to land in the MAC band, with ``solve_budget`` off (the proposer's ratio is
-used as is, the paper's setting) and on (``fit_to_budget`` sets it).
+used as is, the paper's setting) and on (``fit_to_budget`` sets it). The plots are drawn
+from the written tables (:func:`plot_error_trajectories`, :func:`plot_success_rate`), so
+notebook 04 can restyle a figure without re-running the study.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -19,16 +22,11 @@ from ..agents.master import run_agentic_pruning
 from ..models import create_model
 from ..pruning.apply import get_plan
 from ..units import format_macs, parse_macs
+from .paper import PAPER_MODELS, PAPER_TARGETS
 
-PAPER_MODELS = ("resnet50", "resnet101", "convnext_small", "deit_base_patch16_224")
 FRACTIONS = (0.3, 0.4, 0.5, 0.6, 0.7)
-#: The paper's absolute MAC targets per model.
-PAPER_TARGETS = {
-    "resnet50": ("1.77G",),
-    "resnet101": ("4.22G",),
-    "convnext_small": ("8.17G",),
-    "deit_base_patch16_224": ("4.16G", "2.61G"),
-}
+#: Line colour per backend in the plots.
+BACKEND_COLORS = {"grid": "tab:orange", "analyst": "tab:blue", "anthropic": "tab:purple", "openai": "tab:green"}
 
 
 def study_targets(model: str, fractions: Sequence[float] = FRACTIONS, smoke: bool = False) -> list[tuple[str, float | str]]:
@@ -122,3 +120,61 @@ def error_trajectories(df: pd.DataFrame) -> pd.DataFrame:
             rows.append({"model": r["model"], "target": r["target"], "backend": r["backend"],
                          "solve_budget": r["solve_budget"], "revision": i, "error_pct": err})
     return pd.DataFrame(rows)
+
+
+def read_study(path) -> pd.DataFrame:
+    """A study table written by :func:`convergence_study` (``solve_budget`` and ``converged`` as bools)."""
+    df = pd.read_csv(path)
+    for col in ("solve_budget", "converged"):
+        if col in df and df[col].dtype != bool:
+            df[col] = df[col].astype(str).str.lower().eq("true")
+    return df
+
+
+def plot_error_trajectories(study: pd.DataFrame, tolerance: tuple[float, float] = (1.0, 5.0),
+                            max_revisions: int = 5) -> Any:
+    """Two panels (solve_budget off / on): each search's MAC error after each revision."""
+    import matplotlib.pyplot as plt
+
+    traj = error_trajectories(study)
+    backends = list(dict.fromkeys(study["backend"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, sb in zip(axes, (False, True), strict=True):
+        part = traj[traj["solve_budget"] == sb]
+        ax.axhspan(-tolerance[1], tolerance[0], color="tab:green", alpha=0.15, label="band")
+        for (_model, _target, backend), g in part.groupby(["model", "target", "backend"]):
+            ax.plot(g["revision"], g["error_pct"], "o-", color=BACKEND_COLORS.get(backend, "grey"),
+                    alpha=0.5, ms=3, lw=1)
+        for backend in backends:
+            ax.plot([], [], "o-", color=BACKEND_COLORS.get(backend, "grey"), label=backend)
+        ax.set_yscale("symlog", linthresh=5, linscale=1.5)
+        ax.set_yticks([-50, -20, -5, 0, 1, 5, 20, 50, 100, 200])
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+g}" if v else "0"))
+        ax.minorticks_off()
+        ax.set_xlabel("revision")
+        ax.set_title(f"solve_budget={sb}: " + ("proposer's ratio as is (paper)" if not sb else "ratio solved exactly"))
+        ax.set_xticks(range(1, max_revisions + 1))
+    axes[0].set_ylabel("MAC error vs target (%, symlog)")
+    axes[0].legend(loc="upper right", fontsize=8)
+    cases = len(study.drop_duplicates(["model", "target"]))
+    fig.suptitle(f"Error trajectories, {cases} cases × {len(backends)} backends "
+                 f"(band +{tolerance[0]:g}% / −{tolerance[1]:g}%)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_success_rate(summary: pd.DataFrame, max_revisions: int = 5) -> Any:
+    """Bars: share of searches in band per backend, ratio as proposed vs solved."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    plot_df = summary.assign(setting=summary["solve_budget"].map({False: "ratio as proposed", True: "ratio solved"}))
+    sns.barplot(data=plot_df, x="backend", y="success_rate_%", hue="setting", ax=ax)
+    for c in ax.containers:
+        ax.bar_label(c, fmt="%.0f%%", fontsize=8)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("searches in band (%)")
+    ax.set_title(f"Convergence within {max_revisions} revisions")
+    fig.tight_layout()
+    return fig

@@ -1,10 +1,25 @@
 """Fine-tuning (optionally distilled), evaluation, proxies and distributed helpers.
 
-``finetune`` (the training loop, checkpoints, resume), ``evaluation`` (top-1, BatchNorm
+``recipe`` (:class:`Recipe`: the hyper-parameters, presets), ``finetune`` (the training loop),
+``checkpoints`` (per-epoch files, resume), ``losses`` (CE + distillation), ``optim``
+(optimizer, schedule), ``result`` (:class:`FinetuneResult`), ``evaluation`` (top-1, BatchNorm
 re-estimation, the proxy evaluator), ``distributed`` (torchrun/DDP helpers).
 """
 
+from .checkpoints import list_checkpoints
 from .evaluation import ProxyAccuracy, evaluate, proxy_accuracy
-from .finetune import FinetuneResult, finetune
+from .finetune import NonFiniteLossError, finetune
+from .recipe import PRESETS, Recipe
+from .result import FinetuneResult
 
-__all__ = ["FinetuneResult", "ProxyAccuracy", "evaluate", "finetune", "proxy_accuracy"]
+__all__ = [
+    "PRESETS",
+    "FinetuneResult",
+    "NonFiniteLossError",
+    "ProxyAccuracy",
+    "Recipe",
+    "evaluate",
+    "finetune",
+    "list_checkpoints",
+    "proxy_accuracy",
+]

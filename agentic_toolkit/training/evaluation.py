@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -178,12 +179,41 @@ def recalibrate_bn(model: nn.Module, batches: Sequence[Batch], device: torch.dev
     return len(bns)
 
 
+def batches_sha256(batches: Iterable) -> str:
+    """sha256 of a list of batches: every tensor's dtype, shape and bytes, in order.
+
+    A batch may be a tensor or a (nested) tuple/list of tensors; other items count by their
+    ``repr``. Two lists of batches hash the same iff they hold the same data.
+    """
+    digest = hashlib.sha256()
+
+    def feed(item) -> None:
+        if isinstance(item, torch.Tensor):
+            t = item.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(item, (tuple, list)):
+            digest.update(f"[{len(item)}".encode())
+            for x in item:
+                feed(x)
+            digest.update(b"]")
+        else:
+            digest.update(f"R{item!r}".encode())
+
+    for batch in batches:
+        feed(batch)
+    return digest.hexdigest()
+
+
 @dataclass
 class ProxyAccuracy:
     """Callable scorer: ``scorer(model) -> top-1 percent`` on fixed held-out batches.
 
     The model passed in is never modified: with ``bn_recalibration`` a deep copy gets its
-    BatchNorm statistics re-estimated on ``bn_batches`` first.
+    BatchNorm statistics re-estimated on ``bn_batches`` first. :meth:`scored` returns that
+    copy with the score, so ``scorer(copy) == score`` exactly (re-estimating statistics that
+    were estimated on the same batches gives the same statistics). :meth:`fingerprint`
+    identifies the batches, :meth:`settings` the rest of the configuration.
     """
 
     bn_batches: list[Batch]
@@ -198,16 +228,46 @@ class ProxyAccuracy:
         return sum(len(y) for _, y in self.eval_batches)
 
     def __call__(self, model: nn.Module) -> float:
-        self.calls += 1
+        return self.scored(model)[0]
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The model as it is scored: a copy with re-estimated BatchNorm statistics, or ``model``.
+
+        The copy keeps each module's train/eval mode and each BatchNorm layer's momentum of
+        ``model`` (only the running statistics change), so it fine-tunes like the original.
+        """
         model = _unwrap(model)
-        dev = self.device or model_device(model)
-        has_bn = any(isinstance(m, _BatchNorm) for m in model.modules())
-        if self.bn_recalibration and has_bn:
-            scored = copy.deepcopy(model)
-            recalibrate_bn(scored, self.bn_batches, dev)
-        else:
-            scored = model
-        return evaluate(scored, self.eval_batches, device=dev)["top1"]
+        if not (self.bn_recalibration and any(isinstance(m, _BatchNorm) for m in model.modules())):
+            return model
+        out = copy.deepcopy(model)
+        modes = [(m, m.training) for m in out.modules()]
+        momenta = [(m, m.momentum) for m in out.modules() if isinstance(m, _BatchNorm)]
+        recalibrate_bn(out, self.bn_batches, self.device or model_device(out))
+        for m, was_training in modes:
+            m.training = was_training
+        for m, momentum in momenta:
+            m.momentum = momentum
+        return out
+
+    def scored(self, model: nn.Module) -> tuple[float, nn.Module]:
+        """``(top-1 %, the model as scored)``: ``self(copy)`` gives the same score exactly."""
+        self.calls += 1
+        prepared = self.prepare(model)
+        dev = self.device or model_device(prepared)
+        return evaluate(prepared, self.eval_batches, device=dev)["top1"], prepared
+
+    def settings(self) -> dict:
+        """The configuration that decides scores, besides the data (for a search history)."""
+        return {
+            "bn_recalibration": self.bn_recalibration,
+            "bn_batches": len(self.bn_batches),
+            "eval_batches": len(self.eval_batches),
+            "eval_images": self.eval_images,
+        }
+
+    def fingerprint(self) -> str:
+        """sha256 of the BatchNorm and scoring batches (see :func:`batches_sha256`)."""
+        return batches_sha256([("bn", *self.bn_batches), ("eval", *self.eval_batches)])
 
 
 def proxy_accuracy(

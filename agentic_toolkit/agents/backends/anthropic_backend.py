@@ -14,22 +14,21 @@ Notes on the SDK (2.x, API version 2026-10-21):
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import ToolkitError
-from .base import BackendError, LLMBackend, Reply, RetryableError, RetryPolicy
+from .base import BackendError, LLMBackend, Reply, RetryableError, RetryPolicy, system_prompt
 
 #: A current Claude model that the installed SDK does not list as deprecated.
 DEFAULT_MODEL = "claude-sonnet-5-5"
 TOOL_NAME = "propose_strategy"
+#: The Messages API's stop reasons as :attr:`Reply.stop_reason` (others are kept as sent).
+STOP_REASONS = {"end_turn": "end", "tool_use": "tool", "max_tokens": "max_tokens"}
 TOOL_DESCRIPTION = (
     "Propose the next structured-pruning strategy for the MAC budget. Call this exactly once; "
     "put your reasoning in 'rationale'."
-)
-SYSTEM = (
-    "You are the Analysis agent of AgenticPruner, a structured-pruning system for vision "
-    "models under a MAC budget. You answer only by calling the propose_strategy tool."
 )
 
 
@@ -51,7 +50,7 @@ def tool_input_schema(schema: dict) -> dict:
     """
     out = {k: v for k, v in schema.items() if k != "$schema"}
     props = dict(out.get("properties", {}))
-    props["rationale"] = {"type": "string", "description": "Why this strategy (a few sentences)."}
+    props.setdefault("rationale", {"type": "string", "description": "Why this strategy (a few sentences)."})
     out["properties"] = props
     return out
 
@@ -143,13 +142,13 @@ class AnthropicBackend(LLMBackend):
             },
         ]
 
-    def request(self, messages: Sequence[dict], tool_schema: dict) -> Reply:
+    def request(self, messages: Sequence[dict], tool_schema: dict, system: str | None = None) -> Reply:
         import anthropic
 
         kwargs = dict(
             model=self.model,
             max_tokens=self.max_tokens,
-            system=SYSTEM,
+            system=system_prompt() if system is None else system,
             tools=[{"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": tool_input_schema(tool_schema)}],
             tool_choice={"type": "tool", "name": TOOL_NAME},
             messages=list(messages),
@@ -173,7 +172,9 @@ class AnthropicBackend(LLMBackend):
             except anthropic.AnthropicError as exc:
                 raise BackendError(f"{type(exc).__name__}: {exc}") from exc
 
+        t0 = time.perf_counter()
         message = self.policy.run(call, f"anthropic request to {self.model}", failures)
+        seconds = time.perf_counter() - t0
         text_parts, data, tool_id = [], None, None
         for block in message.content or []:
             kind = getattr(block, "type", None)
@@ -183,18 +184,21 @@ class AnthropicBackend(LLMBackend):
                 tool_id = block.id
                 data = block.input if isinstance(block.input, dict) else {"_raw_input": block.input}
         usage = getattr(message, "usage", None)
+        tokens = {}
+        for key in ("input_tokens", "output_tokens"):
+            if isinstance(getattr(usage, key, None), int):
+                tokens[key] = getattr(usage, key)
+        raw_stop = getattr(message, "stop_reason", None)
         meta = {
             "model": getattr(message, "model", self.model),
-            "stop_reason": getattr(message, "stop_reason", None),
+            "stop_reason": raw_stop,
             "tool_use_id": tool_id,
             "failed_attempts": failures,
         }
-        if usage is not None:
-            meta["usage"] = {
-                "input_tokens": getattr(usage, "input_tokens", None),
-                "output_tokens": getattr(usage, "output_tokens", None),
-            }
-        return Reply(text="\n".join(text_parts), data=data, meta=meta)
+        return Reply(
+            text="\n".join(text_parts), data=data, meta=meta, stop_reason=STOP_REASONS.get(raw_stop, raw_stop),
+            usage=tokens, seconds=seconds,
+        )
 
 
 def _retry_after(exc) -> float | None:

@@ -16,10 +16,21 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from ...errors import ToolkitError
 from ...pruning.strategy import Strategy
+
+#: The packaged prompt templates (``analysis.txt``, ``repair.txt``, ``system.txt``).
+PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+@lru_cache(maxsize=1)
+def system_prompt() -> str:
+    """The system prompt every language-model backend sends (``prompts/system.txt``)."""
+    return (PROMPT_DIR / "system.txt").read_text(encoding="utf-8").strip()
 
 
 class BackendError(ToolkitError, RuntimeError):
@@ -76,11 +87,25 @@ class ProposalContext:
 
 @dataclass
 class Reply:
-    """A language model's answer: the raw text as received, and tool input when it used a tool."""
+    """A language model's answer: the raw text as received, and tool input when it used a tool.
+
+    Backends also fill ``stop_reason`` (normalised: ``"end"``, ``"tool"``, ``"max_tokens"`` for
+    a reply cut off by the token limit, or the server's raw value), ``usage`` (``input_tokens``
+    and ``output_tokens`` when the server reports them) and ``seconds`` (wall time of the
+    request, retries included).
+    """
 
     text: str
     data: dict | None = None
     meta: dict = field(default_factory=dict)
+    stop_reason: str | None = None
+    usage: dict = field(default_factory=dict)
+    seconds: float | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """True when the reply was cut off by the token limit (``stop_reason == "max_tokens"``)."""
+        return self.stop_reason == "max_tokens"
 
     def raw(self) -> str:
         """What to record as the raw reply: tool input as JSON if any, plus any text."""
@@ -116,13 +141,24 @@ class PlannerBackend(Backend):
 
 
 class LLMBackend(Backend):
-    """A language model: ``request`` sends a conversation, returns a :class:`Reply`."""
+    """A language model: ``request`` sends a conversation, returns a :class:`Reply`.
+
+    ``request(messages, tool_schema, system=None)``: ``system`` is a rendered system prompt
+    that replaces the backend's own (:meth:`default_system`) for this request; the Analysis
+    agent passes it only when the caller gave one (``system=``). A backend whose ``request``
+    has no ``system`` parameter still works; it then refuses a custom system prompt.
+    """
 
     is_llm = True
 
-    def request(self, messages: Sequence[dict], tool_schema: dict) -> Reply:
+    def request(self, messages: Sequence[dict], tool_schema: dict, system: str | None = None) -> Reply:
         """Send ``messages`` (``{"role", "content"}`` dicts, user first) and return the reply."""
         raise NotImplementedError
+
+    def default_system(self) -> str | None:
+        """The system prompt sent when none is given: a ``system`` text attribute, else the packaged one."""
+        own = getattr(self, "system", None)
+        return own if isinstance(own, str) else system_prompt()
 
     def repair_messages(self, prompt: str, reply: Reply, repair_text: str) -> list[dict]:
         """The conversation for a repair request: prompt, the bad reply, the repair message."""
@@ -134,13 +170,20 @@ class LLMBackend(Backend):
 
 
 class CallableBackend(LLMBackend):
-    """Any Python callable ``prompt -> text`` (a local model, a notebook stub, a human)."""
+    """Any Python callable ``prompt -> text`` (a local model, a notebook stub, a human).
+
+    A callable gets the prompt only (no system prompt); a ``dict`` it returns is taken as
+    the tool input, anything else as the reply text.
+    """
 
     def __init__(self, fn: Callable[[str], str], name: str | None = None):
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "callable")
         if self.name == "<lambda>":
             self.name = "callable"
+
+    def default_system(self) -> str | None:
+        return None  # a callable gets the prompt only
 
     def request(self, messages: Sequence[dict], tool_schema: dict) -> Reply:
         if len(messages) == 1:

@@ -1,24 +1,66 @@
-"""Any OpenAI-compatible chat endpoint (llama.cpp server, Ollama, vLLM, ...) over plain HTTP.
+"""Any OpenAI-compatible chat endpoint (llama.cpp's ``llama-server``, the llama-cpp-python server,
+Ollama, vLLM, OpenAI itself) over plain HTTP.
 
-Only the standard library is used (``urllib``), so a local model needs no extra package.
-The strategy is requested as a JSON object (``response_format={"type": "json_object"}``,
-which the servers above support; pass ``json_mode=False`` for one that does not).
+Only the standard library is used (``urllib``), so a local model needs no extra package. The
+servers differ in what they accept, so the backend negotiates, and remembers the outcome for
+every later request of the same backend object:
+
+* the reply format, best first (:data:`FORMATS`): ``json_schema`` (the strategy schema as
+  structured output: OpenAI, ``llama-server``, vLLM, Ollama), ``json_object+schema``
+  (``{"type": "json_object", "schema": ...}``, the form the llama-cpp-python server takes),
+  ``json_object`` (any JSON object), ``text`` (the prompt alone asks for JSON);
+* the sampling parameters ``temperature``, ``top_p`` and ``seed`` (some models take only the
+  defaults), and ``max_tokens`` (``max_completion_tokens`` on OpenAI's reasoning models).
+
+A request the server refuses (HTTP 400 or 422, or a 500 whose body is a request-validation
+error naming a parameter, as FastAPI-based servers send) is sent again without what the error
+names: the format one step down, named sampling parameters dropped. An HTTP 400 that names
+nothing steps the format down, then drops the sampling parameters, but only on this backend's
+first request: once a request went through, such an error is a real failure. What happened is
+in each reply's ``meta`` (``response_format``, ``dropped_params``, ``adaptations``) and in
+:meth:`OpenAICompatBackend.describe`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from ...errors import ToolkitError
-from .anthropic_backend import SYSTEM, redact_url
-from .base import BackendError, LLMBackend, Reply, RetryableError, RetryPolicy
+from .anthropic_backend import redact_url
+from .base import PROMPT_DIR, BackendError, LLMBackend, Reply, RetryableError, RetryPolicy
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"
 DEFAULT_MODEL = "local-model"
+
+#: Reply formats, most constrained first; a server that refuses one gets the next.
+FORMATS = ("json_schema", "json_object+schema", "json_object", "text")
+#: Sampling parameters dropped when a server or model refuses them.
+SAMPLING = ("temperature", "top_p", "seed")
+#: OpenAI ``finish_reason`` -> the normalised :attr:`Reply.stop_reason`.
+STOP_REASONS = {"stop": "end", "length": "max_tokens", "tool_calls": "tool", "function_call": "tool"}
+
+_VALIDATION_WORDS = re.compile(
+    r"validation error|input should be|literal_error|unsupported|not supported|unrecognized|"
+    r"unknown (?:field|parameter|argument)|extra (?:fields|inputs) (?:are )?not permitted|invalid",
+    re.I,
+)
+RATIONALE_MAX_CHARS = 400  # bounds the rationale in structured output
+_MAX_ATTEMPTS = len(FORMATS) + len(SAMPLING) + 3  # bounds the negotiation of one request
+
+
+@lru_cache(maxsize=1)
+def openai_system_prompt() -> str:
+    """The system prompt of this backend (``prompts/system_openai.txt``): answer with one JSON object."""
+    return (PROMPT_DIR / "system_openai.txt").read_text(encoding="utf-8").strip()
 
 
 def chat_completions_url(base_url: str) -> str:
@@ -31,12 +73,123 @@ def chat_completions_url(base_url: str) -> str:
     return base + "/chat/completions"
 
 
+def response_schema(schema: dict) -> dict:
+    """The JSON schema sent as structured output for a reply ``schema``.
+
+    ``schema`` without ``$schema``, with a ``rationale`` string (added when missing) bounded by
+    ``maxLength`` so that a grammar-constrained decoder always gets to close the object, and
+    with ``pruning_ratio`` required when nothing is (so such a decoder cannot stop at ``{}``).
+    """
+    out = {k: v for k, v in schema.items() if k != "$schema"}
+    props = dict(out.get("properties") or {})
+    rationale = dict(props.get("rationale") or {"type": "string", "description": "Why this strategy."})
+    rationale.setdefault("maxLength", RATIONALE_MAX_CHARS)
+    props["rationale"] = rationale
+    out["properties"] = props
+    if "pruning_ratio" in props and not out.get("required"):
+        out["required"] = ["pruning_ratio"]
+    return out
+
+
+def response_format_body(mode: str, schema: dict, strict: bool) -> dict | None:
+    """The ``response_format`` request field for a mode of :data:`FORMATS` (``None`` for ``text``)."""
+    if mode == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "strategy", "schema": schema, "strict": strict}}
+    if mode == "json_object+schema":
+        return {"type": "json_object", "schema": schema}
+    if mode == "json_object":
+        return {"type": "json_object"}
+    if mode == "text":
+        return None
+    raise ToolkitError(f"unknown response_format {mode!r}; choose one of {', '.join(FORMATS)}")
+
+
+class Rejected(BackendError):
+    """The server refused the request itself (HTTP 400/422, or a validation error): ``named`` are
+    the request fields its answer names, ``param`` the one it points at (OpenAI's ``error.param``)."""
+
+    def __init__(self, message: str, code: int, detail: str, named: set[str], param: str | None):
+        super().__init__(message)
+        self.code, self.detail, self.named, self.param = code, detail, named, param
+
+
+def _error_param(detail: str) -> str | None:
+    """The parameter an error body points at: OpenAI's ``error.param`` or FastAPI's ``detail[].loc``."""
+    try:
+        body = json.loads(detail)
+    except (json.JSONDecodeError, ValueError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    err = body.get("error")
+    if isinstance(err, dict) and isinstance(err.get("param"), str) and err["param"]:
+        return err["param"].split(".")[0].split("[")[0]
+    for item in body.get("detail") or [] if isinstance(body.get("detail"), list) else []:
+        loc = item.get("loc") if isinstance(item, dict) else None
+        if isinstance(loc, list) and len(loc) >= 2 and loc[0] == "body" and isinstance(loc[1], str):
+            return loc[1]
+    return None
+
+
+def error_text(detail: str) -> str:
+    """An error body as plain text: every string in a JSON body (FastAPI ``loc`` lists joined by
+    dots) on its own line, so that words can be matched without JSON escapes around them."""
+    try:
+        body = json.loads(detail)
+    except (json.JSONDecodeError, ValueError):
+        return detail
+    parts: list[str] = []
+
+    def walk(node: Any, key: str = "") -> None:
+        if isinstance(node, str):
+            parts.append(node)
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, k)
+        elif isinstance(node, list):
+            if key == "loc" and all(isinstance(v, (str, int)) for v in node):
+                parts.append(".".join(map(str, node)))
+            else:
+                for v in node:
+                    walk(v)
+
+    walk(body)
+    return "\n".join(parts)
+
+
+def named_fields(detail: str, sent: Sequence[str], format_type: str | None = None) -> set[str]:
+    """Which of the request fields ``sent`` an error body names: OpenAI's ``error.param``,
+    FastAPI's ``detail[].loc``, or the name as a word of the message (``response_format`` also
+    as "response format" or by the type sent, e.g. ``json_schema``); word-bounded, so ``seed``
+    is not found in "exceeded"."""
+    text = error_text(detail)
+    found = set()
+    for name in sent:
+        if name == "response_format":
+            words = r"response[_ ]format|structured output"
+            if format_type:
+                words += "|" + re.escape(format_type)
+            if re.search(words, text, re.I):
+                found.add(name)
+        elif re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", text):
+            found.add(name)
+    param = _error_param(detail)
+    if param in sent:
+        found.add(param)
+    return found
+
+
 class OpenAICompatBackend(LLMBackend):
     """POST ``/v1/chat/completions`` with the rendered prompt; the reply must be strategy JSON.
 
     ``base_url`` defaults to ``$OPENAI_BASE_URL`` then ``http://127.0.0.1:8080/v1`` (llama.cpp's
     server); ``model`` to ``$OPENAI_MODEL`` then ``local-model``; the key (optional for local
-    servers) to ``$OPENAI_API_KEY``. ``temperature`` defaults to 0.
+    servers) to ``$OPENAI_API_KEY``. ``response_format`` is the first format tried (one of
+    :data:`FORMATS`; ``json_mode=False`` is the old spelling of ``"text"``); ``strict`` goes
+    into the ``json_schema`` request (OpenAI's strict mode cannot express the free-form
+    ``multipliers`` map, so it is off by default). ``temperature`` (default 0), ``top_p`` and
+    ``seed`` are sent when not ``None``. ``system`` replaces the system prompt (text or a
+    Path; default ``prompts/system_openai.txt``).
     """
 
     name = "openai"
@@ -51,8 +204,13 @@ class OpenAICompatBackend(LLMBackend):
         retries: int = 3,
         backoff: float = 1.0,
         temperature: float | None = 0.0,
+        top_p: float | None = None,
+        seed: int | None = None,
         max_tokens: int = 2048,
+        response_format: str = "json_schema",
+        strict: bool = False,
         json_mode: bool = True,
+        system: str | Path | None = None,
     ):
         self.model = model or os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
@@ -62,10 +220,30 @@ class OpenAICompatBackend(LLMBackend):
         if timeout <= 0:
             raise ToolkitError(f"timeout must be > 0 seconds, got {timeout!r}")
         self.timeout = float(timeout)
-        self.temperature = temperature
-        self.max_tokens = int(max_tokens)
-        self.json_mode = bool(json_mode)
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ToolkitError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+        self.max_tokens = max_tokens
+        mode = response_format if json_mode else "text"
+        if mode not in FORMATS:
+            raise ToolkitError(f"unknown response_format {mode!r}; choose one of {', '.join(FORMATS)}")
+        self.strict = bool(strict)
+        self.sampling = {k: v for k, v in (("temperature", temperature), ("top_p", top_p), ("seed", seed)) if v is not None}
+        if isinstance(system, Path):
+            system = system.read_text(encoding="utf-8").strip()
+        self.system = system if system is not None else openai_system_prompt()
         self.policy = RetryPolicy(retries=retries, backoff=backoff)
+        # negotiated state, kept for every later request of this object
+        self.format = mode
+        self.dropped: list[str] = []
+        self.max_tokens_field = "max_tokens"
+        self.adaptations: list[str] = []
+        self.confirmed = False  # a request went through with the current settings
+
+    # --- public surface ---------------------------------------------------------------------------
+    @property
+    def json_mode(self) -> bool:
+        """Whether a JSON reply format is requested (anything but ``text``)."""
+        return self.format != "text"
 
     def describe(self) -> dict:
         return {
@@ -74,62 +252,180 @@ class OpenAICompatBackend(LLMBackend):
             "base_url": redact_url(self.base_url),
             "timeout_s": self.timeout,
             "retries": self.policy.retries,
+            "response_format": self.format,
+            "sampling": {k: v for k, v in self.sampling.items() if k not in self.dropped},
+            "dropped_params": list(self.dropped),
+            "max_tokens": self.max_tokens,
+            "adaptations": list(self.adaptations),
         }
 
     def secrets(self) -> list[str]:
         return [self._key] if self._key else []
 
-    def request(self, messages: Sequence[dict], tool_schema: dict) -> Reply:
-        body = {
+    def body(self, messages: Sequence[dict], tool_schema: dict, system: str | None = None) -> dict:
+        """The request body with the current (negotiated) settings; ``system`` replaces the system prompt."""
+        body: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": "system", "content": SYSTEM + " Reply with one JSON object only."}]
+            "messages": [{"role": "system", "content": self.system if system is None else system}]
             + [{"role": m["role"], "content": m["content"]} for m in messages],
-            "max_tokens": self.max_tokens,
+            self.max_tokens_field: self.max_tokens,
         }
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
-        if self.json_mode:
-            body["response_format"] = {"type": "json_object"}
+        body.update({k: v for k, v in self.sampling.items() if k not in self.dropped})
+        fmt = response_format_body(self.format, response_schema(tool_schema or {}), self.strict)
+        if fmt is not None:
+            body["response_format"] = fmt
+        return body
+
+    # --- one request ----------------------------------------------------------------------------
+    def request(self, messages: Sequence[dict], tool_schema: dict, system: str | None = None) -> Reply:
+        start = time.perf_counter()
+        url = chat_completions_url(self.base_url)
+        failures: list[str] = []
+        saved = self._state()
+        adapted_now: list[str] = []
+        for _ in range(_MAX_ATTEMPTS):
+            body = self.body(messages, tool_schema, system)
+            try:
+                payload = self.policy.run(lambda b=body: self._post(url, b), f"chat request to {redact_url(url)}", failures)
+                break
+            except Rejected as exc:
+                step = self._adapt(exc, body)
+                if step is None:
+                    if not self.confirmed:
+                        self._restore(saved)  # the unnamed guesses did not help: forget them
+                    raise BackendError(f"HTTP {exc.code} from {redact_url(url)}: {exc.detail}") from exc
+                failures.append(f"HTTP {exc.code}: {exc.detail[:200]} -> {step}")
+                adapted_now.append(step)
+        else:
+            if not self.confirmed:
+                self._restore(saved)
+            raise BackendError(f"{redact_url(url)} refused every variant of the request: {'; '.join(failures)[-600:]}")
+        self.confirmed = True
+        self.adaptations += adapted_now
+        return self._reply(payload, failures, adapted_now, time.perf_counter() - start)
+
+    def _post(self, url: str, body: dict) -> dict:
         headers = {"Content-Type": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
-        url = chat_completions_url(self.base_url)
-        data = json.dumps(body).encode()
-        failures: list[str] = []
-
-        def call():
-            req = urllib.request.Request(url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read().decode("utf-8", "replace"))
-            except urllib.error.HTTPError as exc:
-                detail = exc.read().decode("utf-8", "replace")[:300]
-                if exc.code == 429 or exc.code >= 500 or exc.code == 408:
-                    retry_after = exc.headers.get("retry-after") if exc.headers else None
-                    try:
-                        retry_after = float(retry_after) if retry_after is not None else None
-                    except ValueError:
-                        retry_after = None
-                    raise RetryableError(f"HTTP {exc.code}: {detail}", retry_after) from exc
-                raise BackendError(f"HTTP {exc.code} from {redact_url(url)}: {detail}") from exc
-            except TimeoutError as exc:
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read().decode("utf-8", "replace"))
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")[:2000]
+            named = named_fields(detail, list(body), (body.get("response_format") or {}).get("type"))
+            param = _error_param(detail)
+            validation = _VALIDATION_WORDS.search(error_text(detail))
+            if exc.code in (400, 422) or (exc.code >= 500 and named & _adaptable(body) and validation):
+                raise Rejected(f"HTTP {exc.code}", exc.code, detail, named, param) from exc
+            if exc.code == 429 or exc.code >= 500 or exc.code == 408:
+                retry_after = exc.headers.get("retry-after") if exc.headers else None
+                try:
+                    retry_after = float(retry_after) if retry_after is not None else None
+                except ValueError:
+                    retry_after = None
+                raise RetryableError(f"HTTP {exc.code}: {detail[:300]}", retry_after) from exc
+            raise BackendError(f"HTTP {exc.code} from {redact_url(url)}: {detail[:300]}") from exc
+        except TimeoutError as exc:
+            raise RetryableError(f"timed out after {self.timeout:g} s") from exc
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
                 raise RetryableError(f"timed out after {self.timeout:g} s") from exc
-            except urllib.error.URLError as exc:
-                if isinstance(exc.reason, TimeoutError):
-                    raise RetryableError(f"timed out after {self.timeout:g} s") from exc
-                raise RetryableError(f"connection to {redact_url(url)} failed: {exc.reason}") from exc
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise BackendError(f"the server's answer is not JSON: {exc}") from exc
+            raise RetryableError(f"connection to {redact_url(url)} failed: {exc.reason}") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BackendError(f"the server's answer is not JSON: {exc}") from exc
 
-        payload = self.policy.run(call, f"chat request to {redact_url(url)}", failures)
+    # --- negotiation ----------------------------------------------------------------------------
+    def _state(self) -> tuple:
+        return self.format, list(self.dropped), self.max_tokens_field
+
+    def _restore(self, state: tuple) -> None:
+        self.format, self.dropped, self.max_tokens_field = state[0], list(state[1]), state[2]
+
+    def _step_format(self) -> str | None:
+        i = FORMATS.index(self.format)
+        if i + 1 >= len(FORMATS):
+            return None
+        old, self.format = self.format, FORMATS[i + 1]
+        return f"response_format {old} -> {self.format}"
+
+    def _adapt(self, exc: Rejected, body: dict) -> str | None:
+        """Change the settings after a refusal; a description of the change, or None (give up)."""
+        named = exc.named & _adaptable(body)
+        if named:
+            steps = []
+            if "response_format" in named:
+                steps.append(self._step_format() or "")
+            drop = [k for k in SAMPLING if k in named]
+            if drop:
+                self.dropped += drop
+                steps.append("without " + ", ".join(drop))
+            if self.max_tokens_field in named and "max_completion_tokens" in exc.detail and self.max_tokens_field == "max_tokens":
+                self.max_tokens_field = "max_completion_tokens"
+                steps.append("max_tokens -> max_completion_tokens")
+            steps = [s for s in steps if s]
+            return "retried: " + "; ".join(steps) if steps else None
+        if self.confirmed or exc.code != 400 or (exc.param and exc.param not in _adaptable(body)):
+            return None  # an error about something else (e.g. the prompt is too long)
+        step = self._step_format()
+        if step:
+            return f"retried: {step} (the error named no parameter)"
+        drop = [k for k in SAMPLING if k in body]
+        if drop:
+            self.dropped += drop
+            return f"retried: without {', '.join(drop)} (the error named no parameter)"
+        return None
+
+    # --- the answer -------------------------------------------------------------------------------
+    def _reply(self, payload: Any, failures: list[str], adapted: list[str], seconds: float) -> Reply:
         try:
             choice = payload["choices"][0]
-            text = choice["message"].get("content") or ""
+            message = choice["message"]
+            text = message.get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise BackendError(f"unexpected chat completion shape: {str(payload)[:300]}") from exc
+        finish = choice.get("finish_reason")
+        usage_in = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+        usage = {}
+        if usage_in.get("prompt_tokens") is not None:
+            usage["input_tokens"] = usage_in["prompt_tokens"]
+        if usage_in.get("completion_tokens") is not None:
+            usage["output_tokens"] = usage_in["completion_tokens"]
+        stop = STOP_REASONS.get(finish, finish)
         meta = {
             "model": payload.get("model", self.model),
-            "finish_reason": choice.get("finish_reason"),
+            "finish_reason": finish,
+            "stop_reason": stop,
+            "usage": usage,
+            "seconds": round(seconds, 3),
+            "response_format": self.format,
+            "dropped_params": list(self.dropped),
+            "adaptations": list(adapted),
             "failed_attempts": failures,
         }
-        return Reply(text=text, meta=meta)
+        return Reply(text=text, meta=meta, stop_reason=stop, usage=usage, seconds=seconds)
+
+
+def _adaptable(body: dict) -> set[str]:
+    """The request fields a refusal can be answered by changing."""
+    out = {k for k in SAMPLING if k in body}
+    if "response_format" in body:
+        out.add("response_format")
+    for k in ("max_tokens", "max_completion_tokens"):
+        if k in body:
+            out.add(k)
+    return out
+
+
+__all__ = [
+    "FORMATS",
+    "SAMPLING",
+    "OpenAICompatBackend",
+    "chat_completions_url",
+    "error_text",
+    "named_fields",
+    "openai_system_prompt",
+    "response_format_body",
+    "response_schema",
+]

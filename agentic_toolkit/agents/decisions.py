@@ -1,0 +1,111 @@
+"""The Master agent's decisions: pure functions of the recorded revision history.
+
+Every decision of a search (has it diverged? which revision is best? should it stop? is a
+proposal new?) is computed from the revision records alone, so that a search resumed from
+its JSONL history decides exactly as the uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+
+def check_divergence(errors_pct: list[float]) -> str | None:
+    """Divergence of the last three out-of-band errors (percent), or None.
+
+    * not shrinking: ``|e3| >= |e2| >= |e1|``;
+    * sign oscillation: the signs alternate and ``|e3| > |e1| / 2`` (not halving).
+    """
+    if len(errors_pct) < 3:
+        return None
+    e1, e2, e3 = errors_pct[-3:]
+    if abs(e3) >= abs(e2) >= abs(e1):
+        return f"error not shrinking over 3 revisions ({e1:+.2f}%, {e2:+.2f}%, {e3:+.2f}%)"
+    if e1 * e2 < 0 and e2 * e3 < 0 and abs(e3) > 0.5 * abs(e1):
+        return f"sign oscillation over 3 revisions ({e1:+.2f}%, {e2:+.2f}%, {e3:+.2f}%)"
+    return None
+
+
+def recent_out_of_band_errors(revs: list[dict]) -> list[float]:
+    """Errors of the trailing run of measured, out-of-band revisions (an in-band one resets it)."""
+    out: list[float] = []
+    for r in revs:
+        if r.get("in_band"):
+            out = []
+        elif r.get("error_pct") is not None:
+            out.append(float(r["error_pct"]))
+    return out
+
+
+def best_revision(revs: list[dict]) -> dict | None:
+    """The best record: in band with the highest score (earliest on ties), else the closest."""
+    in_band = [r for r in revs if r.get("in_band")]
+    if in_band:
+        return max(
+            in_band,
+            key=lambda r: (r["score"] if r.get("score") is not None else -math.inf, -r["revision"]),
+        )
+    measured = [r for r in revs if r.get("achieved_macs")]
+    if not measured:
+        return None
+    return min(measured, key=lambda r: (abs(r["error_pct"]), r["revision"]))
+
+
+def stop_reason(revs: list[dict], *, max_revisions: int, has_evaluator: bool, patience: int) -> str | None:
+    """Why the search should stop after these revisions, or None to go on."""
+    if not revs:
+        return None
+    last = revs[-1]
+    if last.get("stop"):
+        return last["stop"]
+    in_band = [r for r in revs if r.get("in_band")]
+    if in_band and not has_evaluator:
+        return "converged"
+    if in_band and has_evaluator:
+        best = best_revision(revs)
+        after = [r for r in revs if r["revision"] > best["revision"]]
+        if len(after) >= patience:
+            return f"converged; no better score in the last {patience} revision(s)"
+    if len(revs) >= max_revisions:
+        return "converged; max revisions reached" if in_band else "max revisions reached without a candidate in band"
+    return None
+
+
+def takeover_active(revs: list[dict]) -> bool:
+    """True once a revision handed the remaining revisions to the analyst.
+
+    The decision is written on the revision where the language model diverged (its
+    ``handover`` field), so a search resumed right after that revision replays it exactly.
+    """
+    return any(r.get("handover") for r in revs)
+
+
+def proposer_label(record: dict) -> str:
+    """Who proposed a revision, and why when it was not the backend: ``analyst (fallback)``..."""
+    proposer = str(record.get("proposer") or record.get("backend") or "?")
+    if record.get("takeover"):
+        return f"{proposer} (takeover)"
+    if record.get("fallback"):
+        return f"{proposer} (fallback)"
+    if record.get("llm_proposed") is not None:
+        return f"{proposer} (repeat)"
+    return proposer
+
+
+def proposal_key(strategy: dict | None, solve_budget: bool) -> str | None:
+    """What makes two proposals the same: everything, or everything but the ratio when it is solved."""
+    if strategy is None:
+        return None
+    return json.dumps({k: v for k, v in strategy.items() if not (solve_budget and k == "pruning_ratio")}, sort_keys=True)
+
+
+__all__ = [
+    "best_revision",
+    "check_divergence",
+    "proposal_key",
+    "proposer_label",
+    "recent_out_of_band_errors",
+    "stop_reason",
+    "takeover_active",
+]

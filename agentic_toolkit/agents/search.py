@@ -1,0 +1,383 @@
+"""The Master agent as a stepwise search: propose -> (solve the ratio) -> prune -> measure -> score -> record.
+
+:class:`AgenticSearch` builds the profile, the pruning plan and the scopes once; each
+:meth:`~AgenticSearch.step` runs one revision and appends its record to the history (a
+JSONL file when ``log_path`` is given, flushed at once), checks for divergence and decides
+whether to stop. Every decision is a function of the recorded history only
+(:mod:`~agentic_toolkit.agents.decisions`), so ``resume=True`` continues a killed search
+exactly where it stopped: finished revisions are read back, never redone.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from ..errors import ToolkitError
+from ..pruning.strategy import Strategy
+from ..units import format_macs
+from .analysis import check_system, propose_strategy
+from .backends import Backend, make_backend
+from .candidates import prune_candidate, rebuild_candidate, search_header
+from .checks import check_resume, model_name_of, validate_inputs
+from .decisions import (
+    best_revision,
+    check_divergence,
+    proposal_key,
+    recent_out_of_band_errors,
+    stop_reason,
+    takeover_active,
+)
+from .history import HistoryLog, MemoryLog, history_frame
+from .identity import score_model
+from .prompting import check_templates
+from .result import SearchResult
+
+
+class AgenticSearch:
+    """A search for a pruning strategy that lands ``model`` in the MAC band around ``target_macs``.
+
+    The constructor validates the settings (bad input raises
+    :class:`~agentic_toolkit.errors.ToolkitError` before any work is done), then profiles
+    the model and builds its pruning plan and scopes once. :meth:`step` runs one revision
+    and returns its record; :meth:`run` steps until :attr:`done` and returns :attr:`result`.
+
+    Each revision: the Analysis agent (``backend``) proposes a strategy from the profile,
+    the scopes and the history; with ``solve_budget`` :func:`~agentic_toolkit.fit_to_budget`
+    sets its global ratio (otherwise the proposer's ratio is used as is, the paper's
+    setting); a copy of ``model`` is pruned and measured; an in-band candidate is scored
+    with ``evaluator`` (higher is better, e.g. :func:`~agentic_toolkit.proxy_accuracy`).
+    Without an evaluator the search stops at the first in-band candidate; with one it goes
+    on exploring until ``patience`` revisions bring no better score (or ``max_revisions``).
+    A language model that diverges (error not shrinking, or oscillating) hands the
+    remaining revisions to the offline analyst (decided on, and written into, the
+    revision where it diverged: its ``handover`` field).
+
+    ``tolerance=(over, under)`` in percent: at most ``over`` % above and ``under`` % below
+    the target. The history goes to ``log_path`` (JSONL, flushed every revision);
+    ``resume=True`` continues a killed search from it (the finished revisions are read
+    back, not redone) and replays the uninterrupted search exactly; the header records what
+    decides the outcome (settings, weights, backend, evaluator and a fingerprint of its
+    data, calibration, template hashes) and a resume with anything different raises
+    :class:`~agentic_toolkit.errors.ToolkitError` naming each field. ``prompt``,
+    ``repair_prompt`` and ``system`` replace the packaged templates (text or a Path).
+    ``plan`` (a :class:`~agentic_toolkit.PrunePlan` of this model, e.g.
+    ``BudgetFit.plan``) reuses a dependency graph and importance scores across searches.
+    ``on_revision(record)`` is called with each revision's record as soon as it is logged
+    (also for the revisions read back on resume).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_macs: int | float | str,
+        example_inputs,
+        *,
+        tolerance: tuple[float, float] = (1.0, 5.0),
+        max_revisions: int = 5,
+        backend: str | Backend | Callable[[str], str] = "analyst",
+        evaluator: Callable[[nn.Module], float] | None = None,
+        calibration=None,
+        solve_budget: bool = True,
+        log_path: str | Path | None = None,
+        resume: bool = False,
+        base_strategy: Strategy | None = None,
+        prompt: str | Path | None = None,
+        repair_prompt: str | Path | None = None,
+        system: str | Path | None = None,
+        patience: int = 2,
+        model_name: str | None = None,
+        progress: bool = True,
+        plan=None,
+        on_revision: Callable[[dict], None] | None = None,
+    ):
+        self.target_macs, self.tolerance = validate_inputs(
+            target_macs, tolerance, max_revisions, patience, evaluator, model, example_inputs
+        )
+        self.engine = make_backend(backend)
+        check_system(self.engine, system)
+        check_templates(analysis=prompt, repair=repair_prompt, system=system)
+        self.base_strategy = base_strategy or Strategy()
+        if not isinstance(self.base_strategy, Strategy):
+            raise ToolkitError(f"base_strategy must be a Strategy, got {type(self.base_strategy).__name__}")
+        self.model, self.example_inputs, self.evaluator, self.calibration = model, example_inputs, evaluator, calibration
+        self.max_revisions, self.patience, self.solve_budget = max_revisions, patience, bool(solve_budget)
+        self.prompt, self.repair_prompt, self.system = prompt, repair_prompt, system
+        self.progress, self.on_revision = progress, on_revision
+        secrets = self.engine.secrets()
+        self.log = HistoryLog(log_path, secrets, resume=resume) if log_path else MemoryLog(secrets)
+        self._prepare(plan)
+        self._open_history(model_name_of(model, model_name))
+        #: The Master's stop decision (None while the search goes on).
+        self.stop_reason: str | None = stop_reason(
+            self.records, max_revisions=max_revisions, has_evaluator=evaluator is not None, patience=patience
+        )
+        self._finish_if_done()
+
+    # --- construction -------------------------------------------------------------------------
+    def _prepare(self, plan) -> None:
+        """Profile, plan (one dependency graph + importance scores for the whole search), scopes."""
+        from ..profiling.profile import profile_macs
+        from ..pruning.apply import get_plan
+
+        self.profile = profile_macs(self.model, example_inputs=self.example_inputs)
+        self.plan = get_plan(self.model, self.example_inputs, self.calibration, plan)
+        self.base_macs = int(self.plan.base_macs)
+        over, under = self.tolerance
+        self.band = (self.target_macs * (1 - under / 100.0), self.target_macs * (1 + over / 100.0))
+        if self.base_macs <= self.band[1]:
+            raise ToolkitError(
+                f"the model has {format_macs(self.base_macs)} MACs, already within or below the band around "
+                f"the target {format_macs(self.target_macs)}: nothing to prune"
+            )
+        self.scopes = self.plan.describe()
+
+    def _open_history(self, model_name: str) -> None:
+        """Write the header of a new history, or check and read back the one being resumed."""
+        header = search_header(self, model_name)
+        if self.log.records:
+            check_resume(self.log, header)
+        else:
+            self.log.append(header)
+        #: The revision records so far (as logged), oldest first.
+        self.records: list[dict] = [r for r in self.log.records if r.get("type") == "revision"]
+        if self.on_revision is not None:
+            for r in self.records:
+                self.on_revision(r)
+        #: The analyst proposes every remaining revision (after an LLM diverged).
+        self.takeover = takeover_active(self.records)
+        self._result_logged = any(r.get("type") == "result" for r in self.log.records)
+        self._held: tuple[int, nn.Module, float | None] | None = None  # (revision, model as scored, score)
+        self._result: SearchResult | None = None
+
+    # --- state ----------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """True once the Master decided to stop (see :attr:`stop_reason`)."""
+        return self.stop_reason is not None
+
+    @property
+    def history(self):
+        """The revisions so far as a pandas DataFrame (one row per revision)."""
+        return history_frame(self.records)
+
+    @property
+    def result(self) -> SearchResult:
+        """The :class:`SearchResult` of the revisions so far, holding the best pruned model.
+
+        Available at any time; before :attr:`done` its ``stop_reason`` is empty.
+        """
+        if self._result is None:
+            self._result = self._build_result()
+        return self._result
+
+    # --- running ----------------------------------------------------------------------------------
+    def run(self) -> SearchResult:
+        """Step until the search is done; returns :attr:`result` (at once if already done)."""
+        from tqdm.auto import tqdm
+
+        enabled = self.progress and not self.done
+        with tqdm(total=self.max_revisions, initial=len(self.records), disable=not enabled,
+                  desc=f"search {format_macs(self.target_macs)}", unit="rev", leave=False) as bar:
+            while not self.done:
+                record = self.step()
+                if record["type"] == "revision":
+                    bar.update(1)
+                    if record.get("error_pct") is not None:
+                        bar.set_postfix(error=f"{record['error_pct']:+.2f}%", refresh=False)
+        return self.result
+
+    def step(self) -> dict:
+        """Run exactly one revision and return its record with the Master's decision.
+
+        The record is the one appended to the history (proposal, rendered ``prompt``,
+        ``raw_reply``, ``rationale``, ``strategy``, ``achieved_macs``, ``error_pct``,
+        ``in_band``, ``score``, ``divergence``, ``takeover``...) plus two keys that are not
+        logged: ``stop_reason`` (None when the search goes on) and ``decision`` (a sentence:
+        continue, the analyst takes over, or stop and why). When the proposer can only repeat
+        an earlier strategy, nothing is measured or logged: the returned dict has
+        ``type="stop"``, the proposal and the stop reason, and the search is done.
+
+        Raises :class:`~agentic_toolkit.errors.ToolkitError` when the search is already
+        :attr:`done` (read :attr:`result` instead).
+        """
+        if self.done:
+            raise ToolkitError(
+                f"the search is done ({self.stop_reason}) after {len(self.records)} revision(s); "
+                "read .result, or start a new AgenticSearch"
+            )
+        revision = len(self.records) + 1
+        t0 = time.perf_counter()
+        record, strategy = self._propose(revision)
+        seen = [proposal_key(r.get("proposed"), self.solve_budget) for r in self.records]
+        if proposal_key(record["proposed"], self.solve_budget) in seen:
+            # nothing new to try; no record is written, so a resumed run stops here again
+            self.stop_reason = "no new strategy to try (the proposer repeated an earlier strategy)"
+            self._result = None
+            self._finish_if_done()
+            return {**record, "type": "stop", "stop_reason": self.stop_reason, "decision": f"stop: {self.stop_reason}"}
+        candidate = self._measure(record, strategy)
+        self._decide_divergence(record)
+        record["elapsed_s"] = round(time.perf_counter() - t0, 3)
+        logged = self.log.append(record)
+        self.records.append(logged)
+        self._result_logged, self._result = False, None
+        if self.on_revision is not None:
+            self.on_revision(logged)
+        best = best_revision(self.records)
+        if candidate is not None and best is not None and best["revision"] == revision:
+            self._held = (revision, candidate, logged["score"])
+        del candidate
+        self.stop_reason = stop_reason(
+            self.records, max_revisions=self.max_revisions, has_evaluator=self.evaluator is not None,
+            patience=self.patience,
+        )
+        self._finish_if_done()
+        return {**logged, "stop_reason": self.stop_reason, "decision": self._decision(logged)}
+
+    # --- one revision -----------------------------------------------------------------------------
+    def _propose(self, revision: int) -> tuple[dict[str, Any], Strategy]:
+        """This revision's proposal as a record, and its strategy (an LLM repeating itself is replaced)."""
+        common = dict(
+            base_macs=self.base_macs, revision=revision, max_revisions=self.max_revisions,
+            solve_budget=self.solve_budget, base_strategy=self.base_strategy, prompt=self.prompt,
+        )
+        args = (self.profile, self.scopes, self.records, self.target_macs, self.tolerance)
+        use = "analyst" if self.takeover else self.engine
+        extra = {} if self.takeover else dict(repair_prompt=self.repair_prompt, system=self.system)
+        proposal = propose_strategy(*args, backend=use, **extra, **common)
+        record: dict[str, Any] = {"type": "revision", "revision": revision, **proposal.to_record()}
+        record["backend"] = self.engine.name
+        if self.takeover:
+            record["proposer"] = "analyst"
+            record["takeover"] = True
+        seen = [proposal_key(r.get("proposed"), self.solve_budget) for r in self.records]
+        if self.engine.is_llm and not self.takeover and proposal_key(record["proposed"], self.solve_budget) in seen:
+            # a repeated strategy teaches nothing: the analyst proposes this revision instead
+            alt = propose_strategy(*args, backend="analyst", **common)
+            record.update(
+                proposer="analyst", proposed=alt.strategy.to_dict(), llm_proposed=record["proposed"],
+                rationale=f"[{self.engine.name} repeated an earlier strategy; analyst proposed] {alt.rationale}",
+            )
+            proposal = alt
+        return record, proposal.strategy
+
+    def _measure(self, record: dict[str, Any], strategy: Strategy) -> nn.Module | None:
+        """Prune a copy with ``strategy``, measure (and score) it; fills ``record``.
+
+        Returns the candidate model as scored (the evaluator's copy, e.g. with re-estimated
+        BatchNorm statistics), or the pruned model when it was not scored (None on failure).
+        """
+        record.update(strategy=None, achieved_macs=None, params=None, error_pct=None, in_band=False, score=None)
+        try:
+            strategy, result, budget = prune_candidate(self, strategy)
+        except ToolkitError as exc:
+            record["error"] = str(exc).splitlines()[0][:500]
+            result = budget = None
+        if budget is not None:
+            record["budget"] = budget
+        record["strategy"] = strategy.to_dict()
+        if result is None:
+            return None
+        macs = int(result.macs)
+        record["achieved_macs"] = macs
+        record["params"] = int(result.params) if getattr(result, "params", None) is not None else None
+        record["error_pct"] = round(100.0 * (macs - self.target_macs) / self.target_macs, 6)
+        record["in_band"] = bool(self.band[0] <= macs <= self.band[1])
+        if record["in_band"] and self.evaluator is not None:
+            record["score"], scored = score_model(self.evaluator, result.model)
+            return scored
+        return result.model
+
+    def _decide_divergence(self, record: dict[str, Any]) -> None:
+        """Divergence of the out-of-band errors: an LLM hands over to the analyst, else stop.
+
+        The hand-over is written into this record (``handover``), so that a search resumed
+        after it asks the analyst for the next revision, as the uninterrupted one does.
+        """
+        divergence = check_divergence(recent_out_of_band_errors([*self.records, record]))
+        if not divergence:
+            return
+        record["divergence"] = divergence
+        if self.engine.is_llm and not self.takeover:
+            self.takeover = True  # hand the remaining revisions to the analyst
+            record["handover"] = "analyst"
+            record["note"] = "divergence: the analyst takes over the remaining revisions"
+        else:
+            record["stop"] = f"diverged: {divergence}"
+
+    def _decision(self, record: dict) -> str:
+        if self.stop_reason is not None:
+            return f"stop: {self.stop_reason}"
+        if record.get("note"):
+            return f"continue; {record['note']}"
+        return "continue"
+
+    # --- the result -------------------------------------------------------------------------------
+    def _best_model(self, best: dict | None) -> tuple[nn.Module | None, float | None]:
+        """``(model as scored, score)`` of the best revision: held since it ran, or rebuilt.
+
+        A revision finished in an earlier session is rebuilt (pruning is deterministic for a
+        strategy) and, when it was scored, scored again, which also gives the evaluator's
+        copy (e.g. re-estimated BatchNorm statistics); a score that differs from the logged
+        one is warned about, and the result reports the new one (``evaluator(model) == score``).
+        """
+        if best is None:
+            return None, None
+        if self._held is None or self._held[0] != best["revision"]:
+            model, score = rebuild_candidate(self, best), best.get("score")
+            if score is not None and self.evaluator is not None:
+                score, model = score_model(self.evaluator, model)
+                if score != best["score"]:
+                    warnings.warn(
+                        f"re-scoring revision {best['revision']} gave {score!r}, the log says {best['score']!r} "
+                        "(a nondeterministic evaluator?); the result reports the new score", stacklevel=3,
+                    )
+            self._held = (best["revision"], model, score)
+        return self._held[1], self._held[2]
+
+    def _build_result(self) -> SearchResult:
+        revs = self.records
+        best = best_revision(revs)
+        model, score = self._best_model(best)
+        return SearchResult(
+            converged=bool(best is not None and best.get("in_band")),
+            model=model,
+            strategy=Strategy.from_dict(best["strategy"]) if best is not None else None,
+            macs=int(best["achieved_macs"]) if best is not None else None,
+            params=best.get("params") if best is not None else None,
+            score=score,
+            revisions=len(revs),
+            history=history_frame(revs),
+            target_macs=self.target_macs,
+            base_macs=self.base_macs,
+            tolerance=self.tolerance,
+            best_revision=best["revision"] if best is not None else None,
+            first_in_band=next((r["revision"] for r in revs if r.get("in_band")), None),
+            stop_reason=self.stop_reason or "",
+            backend=self.engine.name,
+            log_path=str(self.log.path) if self.log.path else None,
+            records=list(revs),
+            **SearchResult.usage_fields(revs),
+        )
+
+    def _finish_if_done(self) -> None:
+        """Once done, build the result and log its summary line (unless logged already)."""
+        if self.done and not self._result_logged:
+            self.log.append({"type": "result", **self.result.to_dict()})
+            self._result_logged = True
+
+    def __repr__(self) -> str:
+        state = f"done: {self.stop_reason}" if self.done else "running"
+        return (
+            f"AgenticSearch(target={format_macs(self.target_macs)}, backend={self.engine.name!r}, "
+            f"revisions={len(self.records)}/{self.max_revisions}, {state})"
+        )
+
+
+__all__ = ["AgenticSearch"]

@@ -1,0 +1,220 @@
+"""``benchmark``: latency, throughput and memory per batch size, optionally against a baseline.
+
+With a ``baseline`` the two models are timed interleaved in the same run (see
+:mod:`.latency`); the speedup is reported per pair as median, min and max, and the
+"efficiency" is that speedup divided by the MAC ratio (1.0 = latency fell exactly as much
+as the MACs did). Peak memory: :mod:`.memory`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..errors import ToolkitError
+from ..training.evaluation import eval_mode, model_device
+from .latency import make_timer, onnx_latencies, percentile, time_interleaved, torch_threads
+from .memory import memory_method, peak_memory_mb
+from .result import BenchmarkResult
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int | None:
+    """MACs of one sample (``agentic_toolkit.profiling.profile``; torch-pruning's counter as fallback)."""
+    shape = (1, *input_size[1:])
+    try:
+        from ..profiling.profile import profile_macs
+
+        return int(profile_macs(model, input_size=shape).total_macs)
+    except ImportError:
+        pass
+    except ToolkitError:
+        return None
+    try:
+        import torch_pruning as tp
+
+        dev = model_device(model)
+        macs, _ = tp.utils.count_ops_and_params(model, torch.randn(shape, device=dev))
+        return int(macs)
+    except Exception:
+        return None
+
+
+def _check_input_size(input_size: Sequence[int]) -> tuple[int, ...]:
+    try:
+        size = tuple(int(v) for v in input_size)
+    except (TypeError, ValueError):
+        raise ToolkitError(f"input_size must be a tuple of ints, got {input_size!r}") from None
+    if len(size) == 3:
+        size = (1, *size)
+    if len(size) != 4 or min(size) < 1:
+        raise ToolkitError(f"input_size must be (batch, channels, height, width), got {input_size!r}")
+    return size
+
+
+def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    # Never move or re-layout the caller's model in place: benchmark a copy when needed.
+    if model_device(model) != device or channels_last:
+        model = copy.deepcopy(model).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _check_args(model, baseline, batch_sizes, warmup: int, repeats: int, device) -> tuple[list[int], torch.device]:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ToolkitError("device='cuda' but CUDA is not available")
+    sizes = [int(b) for b in batch_sizes]
+    if not sizes or min(sizes) < 1:
+        raise ToolkitError(f"batch_sizes must be positive integers, got {batch_sizes!r}")
+    if warmup < 0 or repeats < 1:
+        raise ToolkitError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    if not isinstance(model, nn.Module) or (baseline is not None and not isinstance(baseline, nn.Module)):
+        raise ToolkitError("model and baseline must be torch.nn.Module instances")
+    return sizes, dev
+
+
+def _onnx_available(onnx: bool) -> tuple[bool, str]:
+    if not onnx:
+        return False, "not requested"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False, "skipped: onnxruntime is not installed (pip install 'agentic_toolkit[onnx]')"
+    return True, "onnxruntime CPUExecutionProvider"
+
+
+def _first_pass(models: dict[str, nn.Module | None], x: torch.Tensor, dev: torch.device,
+                measure_memory: bool) -> dict[str, float]:
+    """Run each model once on ``x`` (a clear error if it cannot take it), measuring peak
+    memory on the way when asked: ``{"peak_memory_mb": ..., "baseline_peak_memory_mb": ...}``."""
+    row = {}
+    for which, m in models.items():
+        if m is None:
+            continue
+        try:
+            if measure_memory:
+                key = "peak_memory_mb" if which == "model" else "baseline_peak_memory_mb"
+                row[key] = peak_memory_mb(lambda m=m: m(x), dev)
+            else:
+                m(x)
+        except Exception as exc:
+            raise ToolkitError(f"{which} cannot run on input {tuple(x.shape)}: {exc}") from exc
+    return row
+
+
+def _timings(run_model, run_base, x, timer, warmup: int, repeats: int, macs, base_macs) -> dict[str, Any]:
+    """Latency, throughput and (with a baseline) speedup figures of one batch size."""
+    for _ in range(warmup):
+        run_model(x)
+        if run_base is not None:
+            run_base(x)
+    bs = x.shape[0]
+    t_model, t_base = time_interleaved(timer, run_model, run_base, x, repeats)
+    med = statistics.median(t_model)
+    row: dict[str, Any] = dict(latency_ms=med, latency_p90_ms=percentile(t_model, 0.9), throughput=bs / (med / 1e3))
+    if run_base is not None:
+        bmed = statistics.median(t_base)
+        ratios = [b / a for a, b in zip(t_model, t_base, strict=True)]
+        row.update(
+            baseline_latency_ms=bmed,
+            baseline_latency_p90_ms=percentile(t_base, 0.9),
+            baseline_throughput=bs / (bmed / 1e3),
+            speedup_median=statistics.median(ratios),
+            speedup_min=min(ratios),
+            speedup_max=max(ratios),
+            efficiency=(statistics.median(ratios) / (base_macs / macs)) if macs and base_macs else None,
+        )
+    return row
+
+
+def _onnx_row(run_model, run_base, x, warmup: int, repeats: int, threads: int) -> dict[str, float]:
+    models = [run_model] + ([run_base] if run_base is not None else [])
+    lat = onnx_latencies(models, x, warmup, repeats, threads)
+    row = {"onnx_latency_ms": lat[0]}
+    if run_base is not None:
+        row["onnx_baseline_latency_ms"] = lat[1]
+        row["onnx_speedup"] = lat[1] / lat[0]
+    return row
+
+
+def benchmark(
+    model: nn.Module,
+    input_size: Sequence[int] = (1, 3, 224, 224),
+    *,
+    baseline: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    batch_sizes: Sequence[int] = (1, 16),
+    threads: int | None = None,
+    warmup: int = 3,
+    repeats: int = 20,
+    channels_last: bool = False,
+    measure_memory: bool = True,
+    onnx: bool = False,
+    progress: bool = False,
+) -> BenchmarkResult:
+    """Time ``model`` (inference, no grad) for each batch size, optionally against ``baseline``.
+
+    ``input_size`` gives channels and spatial size; its batch dimension is replaced by each
+    entry of ``batch_sizes``. ``threads=None`` keeps torch's thread setting; any other value
+    applies during the run and the previous setting is restored afterwards. With a
+    ``baseline`` both models run on the same input, interleaved, ``repeats`` pairs each.
+    ``onnx=True`` also exports the model(s) to ONNX and times them with onnxruntime on CPU
+    (the ``onnx`` extra); if that is not installed the rest still runs and
+    ``onnx_status`` says why it was skipped. Models are not modified (a copy is used when
+    they must move device or memory format).
+    """
+    size = _check_input_size(input_size)
+    sizes, dev = _check_args(model, baseline, batch_sizes, warmup, repeats, device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    run_model = _prepare(model, dev, channels_last)
+    run_base = _prepare(baseline, dev, channels_last) if baseline is not None else None
+    macs = count_macs(run_model, size)
+    base_macs = count_macs(run_base, size) if run_base is not None else None
+    timer = make_timer(dev)
+    ort_ok, onnx_status = _onnx_available(onnx)
+    models = {"model": run_model, "baseline": run_base}
+    rows: list[dict[str, Any]] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(sizes), desc="benchmark", unit="batch size")
+    with contextlib.ExitStack() as stack:
+        n_threads = stack.enter_context(torch_threads(threads))
+        for m in (run_model, run_base):
+            if m is not None:
+                stack.enter_context(eval_mode(m))
+        stack.enter_context(torch.inference_mode())
+        # One small pass per model first: a model that cannot take the input fails here,
+        # with a clear message, before any timing.
+        _first_pass(models, torch.randn((1, *size[1:]), device=dev).contiguous(memory_format=fmt), dev, False)
+        for bs in sizes:
+            x = torch.randn((bs, *size[1:]), device=dev).contiguous(memory_format=fmt)
+            # the first pass at this batch size measures memory and shows that the input fits
+            row: dict[str, Any] = {"batch_size": bs, **_first_pass(models, x, dev, measure_memory)}
+            row.update(_timings(run_model, run_base, x, timer, warmup, repeats, macs, base_macs))
+            if ort_ok:
+                try:
+                    row.update(_onnx_row(run_model, run_base, x, warmup, repeats, n_threads))
+                except Exception as exc:  # export of an exotic op, ORT refusal: keep the rest
+                    onnx_status, ort_ok = f"failed: {str(exc).splitlines()[0][:200]}", False
+            rows.append(row)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    notes = []
+    if baseline is not None and (not macs or not base_macs):
+        notes.append("MACs could not be counted, so there is no efficiency figure")
+    return BenchmarkResult(
+        rows=rows, device=str(dev), threads=n_threads, input_size=size, warmup=warmup, repeats=repeats,
+        memory_method=memory_method(dev) if measure_memory else "not measured", macs=macs,
+        baseline_macs=base_macs, onnx_status=onnx_status, notes=notes,
+    )

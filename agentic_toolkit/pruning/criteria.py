@@ -1,0 +1,165 @@
+"""Importance criteria, registered by name (``register_importance``, ``list_importances``).
+
+A criterion is a callable ``fn(group) -> scores``. ``group`` is one channel group as
+torch-pruning's ``Group``: a list of ``(dep, idxs)`` pairs, one per coupled layer dimension
+(``dep.target.module`` the layer or parameter, ``dep.handler`` its pruning function,
+``idxs`` the indices of that dimension); ``group[0]`` is the root layer and
+``len(group[0].idxs)`` the group's channel count. ``fn`` returns one score per root channel
+(a 1-D tensor, higher = more important), or None when the group has nothing to score
+(every channel then counts as equally unimportant). torch-pruning's own importance
+objects have exactly this signature, so ``register_importance("l1_sum",
+tp.importance.GroupMagnitudeImportance(p=1, group_reduction="sum"))`` works as it is.
+
+Scores are computed once per plan, under ``torch.no_grad()``. ``needs_gradients=True``
+runs the loss backward over the calibration batches first (``.grad`` of every parameter
+set, zero for frozen ones; restored afterwards), as first-order Taylor importance does.
+``normalizer`` rescales each group's scores before the global ranking compares groups:
+``"mean"`` (divide by the group mean), ``"lamp"`` (LAMP) or None. With ``fallback=True``
+(the default) a group whose scores are all zero or NaN is ranked by ``magnitude_l2``
+instead, with a warning, so that it is never skipped silently.
+
+The built-in criteria (``taylor``, ``magnitude_l1``, ``magnitude_l2``, ``lamp``, ``random``)
+are registered below through the same :func:`register_importance`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from ..errors import ToolkitError
+
+NORMALIZERS = ("mean", "lamp", None)
+RANDOM_SEED = 0
+Scorer = Callable[[Any], "torch.Tensor | None"]
+
+
+class UnknownImportanceError(ToolkitError, ValueError):
+    """No importance criterion is registered under this name."""
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A registered importance criterion (see the module docstring)."""
+
+    name: str
+    fn: Scorer
+    needs_gradients: bool = False
+    normalizer: str | None = "mean"
+    fallback: bool = True
+    description: str = ""
+    builtin: bool = False
+
+
+_REGISTRY: dict[str, Criterion] = {}
+
+
+def register_importance(
+    name: str,
+    fn: Scorer,
+    *,
+    needs_gradients: bool = False,
+    normalizer: str | None = "mean",
+    fallback: bool = True,
+    description: str = "",
+    overwrite: bool = False,
+) -> Criterion:
+    """Register ``fn(group) -> per-channel scores`` as importance criterion ``name``.
+
+    After this, ``Strategy(importance=name)`` is valid and every pruning function ranks
+    channels by ``fn``. ``needs_gradients=True``: loss gradients over the calibration
+    batches are in ``.grad`` while ``fn`` runs (pass ``calibration=`` to the pruning call).
+    ``normalizer``: ``"mean"``, ``"lamp"`` or None (see the module docstring). A user
+    criterion registered again under the same name replaces the old one; a built-in one
+    is replaced only with ``overwrite=True``. Returns the :class:`Criterion`.
+    """
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ToolkitError(f"an importance name must be a non-empty string without outer spaces; got {name!r}")
+    if not callable(fn):
+        raise ToolkitError(f"importance {name!r}: fn must be callable as fn(group) -> scores; got {type(fn).__name__}")
+    if normalizer not in NORMALIZERS:
+        raise ToolkitError(f"importance {name!r}: normalizer must be one of {NORMALIZERS}; got {normalizer!r}")
+    old = _REGISTRY.get(name)
+    if old is not None and old.builtin and not overwrite:
+        raise ToolkitError(f"{name!r} is a built-in importance criterion; pass overwrite=True to replace it")
+    doc = description or (getattr(fn, "__doc__", None) or "").strip().split("\n")[0]
+    crit = Criterion(name, fn, bool(needs_gradients), normalizer, bool(fallback), doc)
+    _REGISTRY[name] = crit
+    return crit
+
+
+def list_importances() -> list[str]:
+    """Names of the registered importance criteria (built-in ones first)."""
+    return list(_REGISTRY)
+
+
+def get_importance(name: str) -> Criterion:
+    """The registered criterion ``name``; a clear error listing the registered names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise UnknownImportanceError(
+            f"unknown importance {name!r}; registered: {', '.join(_REGISTRY)} "
+            "(add your own with agentic_toolkit.register_importance)"
+        ) from None
+
+
+def describe_importances():
+    """The registered criteria as a DataFrame: name, needs_gradients, normalizer, description."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {"name": c.name, "needs_gradients": c.needs_gradients, "normalizer": c.normalizer,
+             "builtin": c.builtin, "description": c.description}
+            for c in _REGISTRY.values()
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------- built-ins
+
+
+def magnitude_l1(group) -> torch.Tensor | None:
+    """L1 norm of each channel's weights, averaged over the group's layers (Li et al. 2017)."""
+    import torch_pruning as tp
+
+    return tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)(group)
+
+
+def magnitude_l2(group) -> torch.Tensor | None:
+    """L2 norm of each channel's weights, averaged over the group's layers."""
+    import torch_pruning as tp
+
+    return tp.importance.GroupMagnitudeImportance(p=2, normalizer=None)(group)
+
+
+def taylor(group) -> torch.Tensor | None:
+    """First-order Taylor importance |weight x gradient| on calibration batches (Molchanov et al. 2019)."""
+    import torch_pruning as tp
+
+    return tp.importance.GroupTaylorImportance(normalizer=None)(group)
+
+
+def random_scores(group) -> torch.Tensor:
+    """Uniform random scores, seeded by the root layer's name (reproducible baseline)."""
+    root = group[0].dep.target.name.split(" ")[0]
+    gen = torch.Generator().manual_seed(RANDOM_SEED * 1_000_003 + zlib.crc32(root.encode()))
+    return torch.rand(len(group[0].idxs), generator=gen, dtype=torch.float64)
+
+
+register_importance("taylor", taylor, needs_gradients=True)
+register_importance("magnitude_l1", magnitude_l1, fallback=False)
+register_importance("magnitude_l2", magnitude_l2, fallback=False)
+register_importance(
+    "lamp", magnitude_l2, normalizer="lamp", fallback=False,
+    description="L2 magnitude with LAMP normalisation: each score over the sum of all scores not smaller (Lee et al. 2021)",
+)
+register_importance("random", random_scores)
+BUILTIN_IMPORTANCES = tuple(_REGISTRY)
+for _name in BUILTIN_IMPORTANCES:
+    _REGISTRY[_name] = replace(_REGISTRY[_name], builtin=True)

@@ -1,0 +1,153 @@
+"""Does the search find better strategy shapes than the default? ResNet-56 at 40% and 60% MACs.
+
+The adapted CIFAR ResNet-56 (``data/cifar_resnet56_adapted.safetensors``) is searched at 40%
+and 60% of its MACs with the default search: the offline analyst proposing shapes
+(importance criterion, grouping, per-scope multipliers), the budget solver landing each on
+the target, and the proxy evaluator (BatchNorm re-estimation, then top-1 on held-out images
+of the ``val`` split) scoring it; the revision budget and patience come from
+:func:`agentic_toolkit.agents.exploration.default_revision_budget` for the measured cost of
+one candidate. Revision 1 is the default isomorphic L2 strategy, so its proxy score is the
+reference. Per target it prints the default's score +- SE, the best found +- SE, whether
+best - default > 2 SE, and the wall time.
+
+Writes ``data/search_finds_shapes.csv`` (one row per target, with the machine, date and
+versions) and ``data/search_finds_shapes_revisions.csv`` (one row per revision: shape,
+score, SE, the analyst's verdict).
+
+    python benchmarks/search_finds_shapes.py            # 2048 scored images, default budget
+    python benchmarks/search_finds_shapes.py --smoke    # 256 images, 3 revisions -> data/smoke/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import agentic_toolkit as at
+from agentic_toolkit.agents.backends import AnalystBackend
+from agentic_toolkit.agents.exploration import (
+    default_patience,
+    default_revision_budget,
+    grouping_of,
+    incumbent_revision,
+    replay,
+    score_se,
+)
+from agentic_toolkit.models import create_model
+from agentic_toolkit.paths import PROJECT_ROOT
+from agentic_toolkit.pruning.apply import get_plan
+from agentic_toolkit.studies.machine import annotate, machine_line, output_dir, write_table
+
+WEIGHTS = PROJECT_ROOT / "data" / "cifar_resnet56_adapted.safetensors"
+
+
+def shape_of(strategy: dict) -> str:
+    mult = json.dumps(strategy.get("multipliers") or {}, sort_keys=True)
+    return f"{strategy['importance']}/{grouping_of(strategy)}/{mult}"
+
+
+def search_one(model, x, plan, fraction, proxy, calib, revisions, patience):
+    """One search; returns (summary row, revision rows)."""
+    n = proxy.eval_images
+    t0 = time.perf_counter()
+    res = at.run_agentic_pruning(
+        model, int(fraction * plan.base_macs), x, max_revisions=revisions, patience=patience, evaluator=proxy,
+        backend=AnalystBackend(eval_images=n), calibration=calib, plan=plan, progress=False,
+    )
+    wall = time.perf_counter() - t0
+    recs = res.records
+    default = recs[0].get("score")
+    d_se = score_se(default, n) if default is not None else None
+    inc = incumbent_revision(recs, default_images=n)
+    inc_rec = next((r for r in recs if r["revision"] == inc), None)
+    best = res.score
+    row = {
+        "model": "cifar_resnet56_adapted", "mac_fraction": fraction, "target_macs": res.target_macs,
+        "eval_images": n, "revisions": res.revisions, "max_revisions": revisions, "patience": patience,
+        "stop_reason": res.stop_reason,
+        "default_score": default, "default_se": d_se,
+        "best_score": best, "best_se": score_se(best, n) if best is not None else None,
+        "best_revision": res.best_revision, "best_shape": shape_of(res.strategy.to_dict()) if res.strategy else "",
+        "best_minus_default": None if best is None or default is None else best - default,
+        "incumbent_revision": inc, "incumbent_score": inc_rec["score"] if inc_rec else None,
+        "incumbent_shape": shape_of(inc_rec["strategy"]) if inc_rec else "",
+        "wall_s": round(wall, 1), "seconds_per_revision": round(wall / max(1, res.revisions), 1),
+    }
+    row["best_beats_default"] = bool(
+        row["best_minus_default"] is not None and row["best_minus_default"] > 2 * d_se
+    )
+    steps = {s.revision: s for s in replay(recs, default_images=n)}
+    rows = [{
+        "mac_fraction": fraction, "revision": r["revision"], "shape": shape_of(r["strategy"]),
+        "pruning_ratio": r["strategy"]["pruning_ratio"], "achieved_macs": r.get("achieved_macs"),
+        "in_band": r.get("in_band"), "score": r.get("score"),
+        "se": score_se(r["score"], n) if r.get("score") is not None else None,
+        "outcome": steps[r["revision"]].outcome if r["revision"] in steps else "",
+        "verdict": steps[r["revision"]].text if r["revision"] in steps else "",
+        "error": r.get("error", ""), "elapsed_s": r.get("elapsed_s"),
+    } for r in recs]
+    return row, rows
+
+
+def report(row: dict) -> str:
+    d, b = row["default_score"], row["best_score"]
+    fmt = lambda s, se: "n/a" if s is None else f"{s:.2f} +- {se:.2f}"  # noqa: E731
+    return (
+        f"{row['mac_fraction']:.0%} MACs: default {fmt(d, row['default_se'])}, best {fmt(b, row['best_se'])} "
+        f"(revision {row['best_revision']}: {row['best_shape']}); best - default > 2 SE: "
+        f"{row['best_beats_default']}; incumbent revision {row['incumbent_revision']}; "
+        f"{row['revisions']} revisions ({row['stop_reason']}) in {row['wall_s']:.0f} s"
+    )
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="256 scored images, 3 revisions, data/smoke/")
+    ap.add_argument("--fractions", nargs="*", type=float, default=[0.4, 0.6])
+    ap.add_argument("--images", type=int, default=None, help="scored val images (default 2048; smoke 256)")
+    ap.add_argument("--bn-images", type=int, default=1024, help="val images for BatchNorm re-estimation")
+    ap.add_argument("--revisions", type=int, default=None, help="default: from the cost of one candidate")
+    ap.add_argument("--patience", type=int, default=None, help="default: default_patience(revisions)")
+    ap.add_argument("--weights", type=Path, default=WEIGHTS)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch = 128
+    images = args.images or (256 if args.smoke else 2048)
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet56", pretrained=str(args.weights)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    calib = at.calibration_batches("cifar10", n_batches=4, batch_size=64)
+    plan = get_plan(model, x, calib)
+    loader = at.cifar10("val", batch_size=batch, shuffle=True, seed=0)  # shuffled: val is sorted by class
+    proxy = at.proxy_accuracy(loader, batches=max(1, images // batch), bn_batches=max(1, args.bn_images // batch))
+    t0 = time.perf_counter()
+    unpruned = proxy(model)
+    cost = 1.5 * (time.perf_counter() - t0) + 1.0  # a pruned candidate: fit + prune + score
+    revisions = args.revisions or (3 if args.smoke else default_revision_budget(cost))
+    patience = args.patience or default_patience(revisions)
+    print(f"unpruned proxy {unpruned:.2f} on {proxy.eval_images} images; ~{cost:.1f} s per candidate -> "
+          f"{revisions} revisions, patience {patience}")
+    rows, revs = [], []
+    for fraction in args.fractions:
+        row, rr = search_one(model, x, plan, fraction, proxy, calib, revisions, patience)
+        row["unpruned_score"] = unpruned
+        rows.append(row)
+        revs += rr
+        print(report(row), flush=True)
+    out_dir = output_dir(args.smoke)
+    out = write_table(annotate(pd.DataFrame(rows)), out_dir / "search_finds_shapes.csv")
+    write_table(pd.DataFrame(revs), out_dir / "search_finds_shapes_revisions.csv")
+    print(f"\n{machine_line()}; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
