@@ -4,9 +4,9 @@ The adapted CIFAR ResNet-56 (``data/cifar_resnet56_adapted.safetensors``) is sea
 and 60% of its MACs with the default search: the offline analyst proposing shapes
 (importance criterion, grouping, per-scope multipliers), the budget solver landing each on
 the target, and the proxy evaluator (BatchNorm re-estimation, then top-1 on held-out images
-of the ``val`` split) scoring it; the revision budget and patience come from
-:func:`agentic_toolkit.agents.exploration.default_revision_budget` for the measured cost of
-one candidate. Revision 1 is the default isomorphic L2 strategy, so its proxy score is the
+of the ``val`` split) scoring it; the revision budget and patience are the search's
+defaults (:func:`agentic_toolkit.agents.exploration.default_revision_budget` for the timed
+cost of one candidate). A candidate identical to one already scored is not re-scored. Revision 1 is the default isomorphic L2 strategy, so its proxy score is the
 reference. Per target it prints the default's score +- SE, the best found +- SE, whether
 best - default > 2 SE, and the wall time.
 
@@ -32,10 +32,8 @@ import torch
 import agentic_toolkit as at
 from agentic_toolkit.agents.backends import AnalystBackend
 from agentic_toolkit.agents.exploration import (
-    default_patience,
     default_revision_budget,
     grouping_of,
-    incumbent_revision,
     replay,
     score_se,
 )
@@ -53,41 +51,36 @@ def shape_of(strategy: dict) -> str:
 
 
 def search_one(model, x, plan, fraction, proxy, calib, revisions, patience):
-    """One search; returns (summary row, revision rows)."""
+    """One search; returns (summary row, revision rows). ``revisions``/``patience`` None: the
+    search's defaults (the budget from one timed proxy call, patience a third of it)."""
     n = proxy.eval_images
     t0 = time.perf_counter()
-    res = at.run_agentic_pruning(
+    search = at.AgenticSearch(
         model, int(fraction * plan.base_macs), x, max_revisions=revisions, patience=patience, evaluator=proxy,
         backend=AnalystBackend(eval_images=n), calibration=calib, plan=plan, progress=False,
     )
+    res = search.run()
     wall = time.perf_counter() - t0
     recs = res.records
-    default = recs[0].get("score")
-    d_se = score_se(default, n) if default is not None else None
-    inc = incumbent_revision(recs, default_images=n)
-    inc_rec = next((r for r in recs if r["revision"] == inc), None)
-    best = res.score
     row = {
         "model": "cifar_resnet56_adapted", "mac_fraction": fraction, "target_macs": res.target_macs,
-        "eval_images": n, "revisions": res.revisions, "max_revisions": revisions, "patience": patience,
+        "eval_images": n, "revisions": res.revisions, "max_revisions": search.max_revisions,
+        "patience": search.patience, "budget_chosen": search.budget_choice.get("chosen", ""),
         "stop_reason": res.stop_reason,
-        "default_score": default, "default_se": d_se,
-        "best_score": best, "best_se": score_se(best, n) if best is not None else None,
+        "default_score": res.default_score, "default_se": res.default_se,
+        "best_score": res.score, "best_se": res.score_se,
         "best_revision": res.best_revision, "best_shape": shape_of(res.strategy.to_dict()) if res.strategy else "",
-        "best_minus_default": None if best is None or default is None else best - default,
-        "incumbent_revision": inc, "incumbent_score": inc_rec["score"] if inc_rec else None,
-        "incumbent_shape": shape_of(inc_rec["strategy"]) if inc_rec else "",
+        "best_minus_default": res.gain, "best_beats_default": bool(res.gain_significant),
+        "duplicates": sum(1 for r in recs if r.get("duplicate_of") is not None),
         "wall_s": round(wall, 1), "seconds_per_revision": round(wall / max(1, res.revisions), 1),
     }
-    row["best_beats_default"] = bool(
-        row["best_minus_default"] is not None and row["best_minus_default"] > 2 * d_se
-    )
     steps = {s.revision: s for s in replay(recs, default_images=n)}
     rows = [{
         "mac_fraction": fraction, "revision": r["revision"], "shape": shape_of(r["strategy"]),
         "pruning_ratio": r["strategy"]["pruning_ratio"], "achieved_macs": r.get("achieved_macs"),
         "in_band": r.get("in_band"), "score": r.get("score"),
         "se": score_se(r["score"], n) if r.get("score") is not None else None,
+        "duplicate_of": r.get("duplicate_of"),
         "outcome": steps[r["revision"]].outcome if r["revision"] in steps else "",
         "verdict": steps[r["revision"]].text if r["revision"] in steps else "",
         "error": r.get("error", ""), "elapsed_s": r.get("elapsed_s"),
@@ -101,8 +94,8 @@ def report(row: dict) -> str:
     return (
         f"{row['mac_fraction']:.0%} MACs: default {fmt(d, row['default_se'])}, best {fmt(b, row['best_se'])} "
         f"(revision {row['best_revision']}: {row['best_shape']}); best - default > 2 SE: "
-        f"{row['best_beats_default']}; incumbent revision {row['incumbent_revision']}; "
-        f"{row['revisions']} revisions ({row['stop_reason']}) in {row['wall_s']:.0f} s"
+        f"{row['best_beats_default']}; {row['revisions']}/{row['max_revisions']} revisions, patience "
+        f"{row['patience']}, {row['duplicates']} duplicate(s) ({row['stop_reason']}) in {row['wall_s']:.0f} s"
     )
 
 
@@ -131,10 +124,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     unpruned = proxy(model)
     cost = 1.5 * (time.perf_counter() - t0) + 1.0  # a pruned candidate: fit + prune + score
-    revisions = args.revisions or (3 if args.smoke else default_revision_budget(cost))
-    patience = args.patience or default_patience(revisions)
+    revisions = args.revisions or (3 if args.smoke else None)  # None: the search times the proxy itself
+    patience = args.patience
     print(f"unpruned proxy {unpruned:.2f} on {proxy.eval_images} images; ~{cost:.1f} s per candidate -> "
-          f"{revisions} revisions, patience {patience}")
+          f"about {revisions or default_revision_budget(cost)} revisions")
     rows, revs = [], []
     for fraction in args.fractions:
         row, rr = search_one(model, x, plan, fraction, proxy, calib, revisions, patience)

@@ -199,13 +199,4 @@ def test_widths_and_cuts_keys(r20):
     assert widths_key(plan, u1) == widths_key(plan, u2) and cuts_key(plan, u1) != cuts_key(plan, u2)
 
 
-def test_a_real_search_never_scores_the_same_widths_twice(r20):
-    model, x, calib, plan = r20
-    proxy = at.proxy_accuracy(at.cifar10("val", batch_size=128, shuffle=True, seed=0), batches=4)
-    res = at.run_agentic_pruning(model, int(0.5 * plan.base_macs), x, max_revisions=8, evaluator=proxy,
-                                 calibration=calib, plan=plan, patience=8, progress=False)
-    scored = [r for r in res.records if r.get("score") is not None]
-    assert len(scored) >= 5 and shape_key(res.records[0]["strategy"]) == shape_key(Strategy())
-    keys = [widths_key(plan, r["strategy"]) for r in scored]
-    assert len(set(keys)) == len(keys), [(r["revision"], r["proposed"]) for r in scored]
-    assert all("2·SE" in r["rationale"] for r in res.records[2:])
+# a real analyst search (never the same model scored twice, default vs best): tests/test_search_dedup.py

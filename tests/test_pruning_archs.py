@@ -64,9 +64,57 @@ def test_layers_that_break_when_pruned_are_found_and_kept():
 
 
 def test_graph_that_never_finishes_gives_a_clear_error(monkeypatch):
-    import agentic_toolkit.pruning.plan as plan_module
+    import agentic_toolkit.pruning.groups as groups_module
     from agentic_toolkit.pruning.plan import NothingToPruneError
 
-    monkeypatch.setattr(plan_module, "GRAPH_TIME_LIMIT_S", 1e-3)
+    monkeypatch.setattr(groups_module, "GRAPH_TIME_LIMIT_S", 1e-3)
+    monkeypatch.setattr(groups_module, "GRAPH_TIME_PER_MODULE_S", 0.0)
     with pytest.raises(NothingToPruneError, match="did not finish grouping"):
         PrunePlan.build(create_model("cifar_resnet56"), torch.randn(1, 3, 32, 32))
+
+
+def test_time_limit_works_in_a_worker_thread_and_scales_with_size(monkeypatch):
+    """The limit is cooperative (no SIGALRM): it fires in a worker thread too, and larger
+    models get a larger allowance."""
+    import threading
+
+    import agentic_toolkit.pruning.groups as groups_module
+    from agentic_toolkit.pruning.plan import NothingToPruneError
+
+    small, large = create_model("cifar_resnet20"), create_model("cifar_resnet56")
+    assert groups_module.graph_time_limit(large) > groups_module.graph_time_limit(small)
+    monkeypatch.setattr(groups_module, "GRAPH_TIME_LIMIT_S", 1e-3)
+    monkeypatch.setattr(groups_module, "GRAPH_TIME_PER_MODULE_S", 0.0)
+    caught = []
+
+    def work():
+        try:
+            PrunePlan.build(large, torch.randn(1, 3, 32, 32))
+        except NothingToPruneError as exc:
+            caught.append(exc)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert caught and "CPU seconds" in str(caught[0])
+
+
+def test_torchvision_swin_groups_without_blowing_up():
+    """torchvision's Swin applies F.linear to the attention weights and adds a gathered
+    relative-position table: torch-pruning's traversal around that reshape cycle grew its
+    index lists without bound (23 GB). Those groups are now stopped and kept; the MLPs
+    prune, the prediction is exact and the pruned model runs."""
+    import resource
+
+    import torchvision
+
+    model = torchvision.models.swin_t(weights=None).eval()
+    x = torch.randn(1, 3, 112, 112)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    plan = PrunePlan.build(model, x)
+    assert any("without bound" in k for k in plan.not_prunable())
+    r = apply_isomorphic_prune(model, Strategy(pruning_ratio=0.5), x, plan=plan)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 1024
+    assert r.macs == r.predicted_macs < r.base_macs
+    assert r.model(x).shape == (1, 1000)

@@ -27,15 +27,17 @@ BACKEND_OPERATIONAL = ("base_url", "timeout_s", "retries")
 def validate_inputs(
     target_macs, tolerance, max_revisions, patience, evaluator, model, example_inputs
 ) -> tuple[int, tuple[float, float]]:
-    """``(target MACs, (over, under))``; :class:`ToolkitError` naming the first bad input."""
+    """``(target MACs, (over, under))``; :class:`ToolkitError` naming the first bad input.
+
+    ``max_revisions`` and ``patience`` may be None (chosen by the search, see
+    :func:`~agentic_toolkit.agents.candidates.revision_budget`)."""
     if not isinstance(model, nn.Module):
         raise ToolkitError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     target = parse_macs(target_macs)
     tol = check_tolerance(tolerance)
-    if isinstance(max_revisions, bool) or not isinstance(max_revisions, int) or max_revisions < 1:
-        raise ToolkitError(f"max_revisions must be an integer >= 1, got {max_revisions!r}")
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise ToolkitError(f"patience must be an integer >= 1, got {patience!r}")
+    for name, value in (("max_revisions", max_revisions), ("patience", patience)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ToolkitError(f"{name} must be an integer >= 1 (or None for the default), got {value!r}")
     if example_inputs is None:
         raise ToolkitError("example_inputs is required, e.g. torch.randn(1, 3, 224, 224)")
     if evaluator is not None and not callable(evaluator):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 
+from .exploration import DEFAULT_EVAL_IMAGES, incumbent_revision
+
 
 def check_divergence(errors_pct: list[float]) -> str | None:
     """Divergence of the last three out-of-band errors (percent), or None.
@@ -52,8 +54,33 @@ def best_revision(revs: list[dict]) -> dict | None:
     return min(measured, key=lambda r: (abs(r["error_pct"]), r["revision"]))
 
 
-def stop_reason(revs: list[dict], *, max_revisions: int, has_evaluator: bool, patience: int) -> str | None:
-    """Why the search should stop after these revisions, or None to go on."""
+def best_record(revs: list[dict], *, scored: bool, default_images: int = DEFAULT_EVAL_IMAGES) -> dict | None:
+    """The revision a search reports as its best.
+
+    With an evaluator (``scored``) the incumbent of the noise-aware replay
+    (:func:`~agentic_toolkit.agents.exploration.incumbent_revision`: the first scored
+    in-band candidate, replaced only by one that beats it by more than 2 standard errors),
+    not the raw maximum, which over many noisy candidates is biased upward. Standard errors
+    come from each record's ``score_se`` / ``eval_images`` (``default_images`` when absent;
+    a score outside 0..100 has none, so any improvement counts). Without an evaluator, or
+    before any candidate is scored: :func:`best_revision`.
+    """
+    if scored:
+        inc = incumbent_revision(revs, default_images=default_images)
+        if inc is not None:
+            return next(r for r in revs if r.get("revision") == inc)
+    return best_revision(revs)
+
+
+def stop_reason(
+    revs: list[dict], *, max_revisions: int, has_evaluator: bool, patience: int,
+    default_images: int = DEFAULT_EVAL_IMAGES,
+) -> str | None:
+    """Why the search should stop after these revisions, or None to go on.
+
+    With an evaluator, ``patience`` counts the revisions since the last kept move (the
+    incumbent of :func:`best_record`).
+    """
     if not revs:
         return None
     last = revs[-1]
@@ -63,10 +90,10 @@ def stop_reason(revs: list[dict], *, max_revisions: int, has_evaluator: bool, pa
     if in_band and not has_evaluator:
         return "converged"
     if in_band and has_evaluator:
-        best = best_revision(revs)
+        best = best_record(revs, scored=True, default_images=default_images)
         after = [r for r in revs if r["revision"] > best["revision"]]
         if len(after) >= patience:
-            return f"converged; no better score in the last {patience} revision(s)"
+            return f"converged; no kept move in the last {patience} revision(s)"
     if len(revs) >= max_revisions:
         return "converged; max revisions reached" if in_band else "max revisions reached without a candidate in band"
     return None
@@ -101,6 +128,7 @@ def proposal_key(strategy: dict | None, solve_budget: bool) -> str | None:
 
 
 __all__ = [
+    "best_record",
     "best_revision",
     "check_divergence",
     "proposal_key",

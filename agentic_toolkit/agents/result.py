@@ -10,6 +10,7 @@ import torch.nn as nn
 from ..pruning.strategy import Strategy
 from ..units import format_macs
 from .decisions import proposer_label
+from .exploration import DEFAULT_EVAL_IMAGES, NOISE_K, beats, record_se, shape_key
 
 
 def proposer_mix(records: list[dict]) -> str:
@@ -39,6 +40,22 @@ def llm_usage(records: list[dict]) -> dict:
     return out
 
 
+def default_record(records: list[dict], base_strategy: Strategy | dict | None) -> dict | None:
+    """The first scored in-band revision of the base strategy's shape (any ratio), or None.
+
+    With the analyst that is revision 1 (it proposes the base strategy first); its score is
+    what the default strategy reaches at this budget.
+    """
+    if base_strategy is None:
+        return None
+    key = shape_key(base_strategy)
+    for r in records:
+        s = r.get("strategy") or r.get("proposed")
+        if r.get("in_band") and r.get("score") is not None and isinstance(s, dict) and shape_key(s) == key:
+            return r
+    return None
+
+
 @dataclass
 class SearchResult:
     """Outcome of :class:`~agentic_toolkit.AgenticSearch` / :func:`~agentic_toolkit.run_agentic_pruning`.
@@ -50,6 +67,13 @@ class SearchResult:
     records. ``proposers`` says who proposed the revisions (``"openai ×3, analyst ×2
     (fallback)"``); ``llm_tokens`` (input + output), ``llm_input_tokens``,
     ``llm_output_tokens`` and ``llm_seconds`` sum the language-model requests (None without).
+
+    What the search bought: ``score`` ± ``score_se`` (binomial standard error on
+    ``eval_images`` scored images; 0 for a score that is not a percentage) is the incumbent's
+    (a candidate kept only when it beat the one before by more than 2 SE), ``default_score``
+    ± ``default_se`` that of the base strategy at the same budget (``default_revision``,
+    revision 1 with the analyst), ``gain`` = score - default_score and ``gain_significant``
+    whether it exceeds 2 SE of the default (None when the default was not scored).
     """
 
     converged: bool
@@ -67,6 +91,7 @@ class SearchResult:
     first_in_band: int | None = None
     stop_reason: str = ""
     backend: str = ""
+    counter: str = "macs"  # the MAC convention of target_macs, base_macs and macs
     log_path: str | None = None
     records: list[dict] = field(default_factory=list, repr=False)
     proposers: str = ""
@@ -74,6 +99,39 @@ class SearchResult:
     llm_input_tokens: int | None = None
     llm_output_tokens: int | None = None
     llm_seconds: float | None = None
+    score_se: float | None = None
+    eval_images: int | None = None
+    default_revision: int | None = None
+    default_score: float | None = None
+    default_se: float | None = None
+    gain: float | None = None
+    gain_significant: bool | None = None
+
+    @classmethod
+    def gain_fields(
+        cls, records: list[dict], best: dict | None, score: float | None, base_strategy=None,
+        default_images: int = DEFAULT_EVAL_IMAGES,
+    ) -> dict:
+        """What the search bought (constructor keywords): the best ``score`` ± ``score_se``,
+        the default strategy's (:func:`default_record`) ``default_score`` ± ``default_se``,
+        ``gain`` = best - default and ``gain_significant`` (gain > 2 SE of the default).
+
+        Standard errors are binomial on the records' ``eval_images`` (``default_images``
+        when absent); 0 for a score outside 0..100 (no noise model).
+        """
+        out: dict = {}
+        if best is None or score is None:
+            return out
+        n = best.get("eval_images")
+        out["eval_images"] = int(n) if isinstance(n, int) else None
+        out["score_se"] = round(record_se({"score": score, "eval_images": n}, default_images), 6)
+        ref = default_record(records, base_strategy)
+        if ref is not None:
+            d_se = record_se(ref, default_images)
+            gain = float(score) - float(ref["score"])
+            out.update(default_revision=ref["revision"], default_score=ref["score"], default_se=round(d_se, 6),
+                       gain=round(gain, 6), gain_significant=bool(beats(score, ref["score"], d_se, NOISE_K)))
+        return out
 
     @classmethod
     def usage_fields(cls, records: list[dict]) -> dict:
@@ -95,11 +153,19 @@ class SearchResult:
             "error_pct": None if self.error_pct is None else round(self.error_pct, 4),
             "params": self.params,
             "score": self.score,
+            "score_se": self.score_se,
+            "eval_images": self.eval_images,
+            "default_revision": self.default_revision,
+            "default_score": self.default_score,
+            "default_se": self.default_se,
+            "gain": self.gain,
+            "gain_significant": self.gain_significant,
             "revisions": self.revisions,
             "first_in_band": self.first_in_band,
             "best_revision": self.best_revision,
             "stop_reason": self.stop_reason,
             "backend": self.backend,
+            "counter": self.counter,
             "proposers": self.proposers,
             "llm_tokens": self.llm_tokens,
             "llm_input_tokens": self.llm_input_tokens,
@@ -121,6 +187,13 @@ class SearchResult:
             return f"no candidate could be measured in {self.revisions} revision(s){who} ({self.stop_reason})"
         state = "converged" if self.converged else "did NOT converge"
         score = f", score {self.score:.4g}" if self.score is not None else ""
+        if self.score is not None and self.score_se:
+            score += f" ± {self.score_se:.2g}"
+        if self.gain is not None:
+            rev = "" if self.default_revision is None else f" (revision {self.default_revision})"
+            se = f" ± {self.default_se:.2g}" if self.default_se else ""
+            noise = f"> {NOISE_K:g}·SE" if self.gain_significant else f"within {NOISE_K:g}·SE"
+            score += f" vs default{rev} {self.default_score:.4g}{se}: gain {self.gain:+.3g} ({noise})"
         who = f"; proposed by {self.proposers}" if self.proposers else ""
         llm = ""
         if self.llm_tokens is not None or self.llm_seconds is not None:
@@ -140,4 +213,4 @@ class SearchResult:
         return plot_convergence(self.to_frame(), self.tolerance, ax=ax, title=title)
 
 
-__all__ = ["SearchResult", "llm_usage", "proposer_mix"]
+__all__ = ["SearchResult", "default_record", "llm_usage", "proposer_mix"]

@@ -19,20 +19,23 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import ToolkitError
+from ..pruning.budget import check_counter
 from ..pruning.strategy import Strategy
 from ..units import format_macs
 from .analysis import check_system, propose_strategy
 from .backends import Backend, make_backend
-from .candidates import prune_candidate, rebuild_candidate, search_header
+from .backends.analyst import EXHAUSTED
+from .candidates import measure_candidate, rebuild_candidate, revision_budget, search_header
 from .checks import check_resume, model_name_of, validate_inputs
 from .decisions import (
-    best_revision,
+    best_record,
     check_divergence,
     proposal_key,
     recent_out_of_band_errors,
     stop_reason,
     takeover_active,
 )
+from .exploration import DEFAULT_EVAL_IMAGES
 from .history import HistoryLog, MemoryLog, history_frame
 from .identity import score_model
 from .prompting import check_templates
@@ -53,7 +56,15 @@ class AgenticSearch:
     setting); a copy of ``model`` is pruned and measured; an in-band candidate is scored
     with ``evaluator`` (higher is better, e.g. :func:`~agentic_toolkit.proxy_accuracy`).
     Without an evaluator the search stops at the first in-band candidate; with one it goes
-    on exploring until ``patience`` revisions bring no better score (or ``max_revisions``).
+    on exploring until ``patience`` revisions bring no kept move (the best is the
+    noise-aware incumbent: a candidate replaces it only when it scores more than 2 standard
+    errors higher), the analyst has no untried move left, or ``max_revisions``. A candidate
+    identical to one already scored (the same channels cut in every group, e.g. every stage
+    scaled by one factor under the solver) is not evaluated: its record copies the earlier
+    score and says ``duplicate_of``. ``max_revisions=None`` times one ``evaluator(model)``
+    call and runs as many revisions as fit in about 15 minutes (5 to 25; 5 without an
+    evaluator); ``patience=None`` is a third of that (at least 3); a resumed search reuses
+    the values its history logged.
     A language model that diverges (error not shrinking, or oscillating) hands the
     remaining revisions to the offline analyst (decided on, and written into, the
     revision where it diverged: its ``handover`` field).
@@ -69,7 +80,10 @@ class AgenticSearch:
     ``plan`` (a :class:`~agentic_toolkit.PrunePlan` of this model, e.g.
     ``BudgetFit.plan``) reuses a dependency graph and importance scores across searches.
     ``on_revision(record)`` is called with each revision's record as soon as it is logged
-    (also for the revisions read back on resume).
+    (also for the revisions read back on resume). ``counter`` is the MAC convention the
+    target, the band and every MAC number of the search are in: ``"macs"`` (default) or
+    ``"torch_pruning"`` (``count_ops_and_params``, the paper's; see
+    :func:`~agentic_toolkit.fit_to_budget`); the header and the result record it.
     """
 
     def __init__(
@@ -79,7 +93,7 @@ class AgenticSearch:
         example_inputs,
         *,
         tolerance: tuple[float, float] = (1.0, 5.0),
-        max_revisions: int = 5,
+        max_revisions: int | None = None,
         backend: str | Backend | Callable[[str], str] = "analyst",
         evaluator: Callable[[nn.Module], float] | None = None,
         calibration=None,
@@ -90,15 +104,17 @@ class AgenticSearch:
         prompt: str | Path | None = None,
         repair_prompt: str | Path | None = None,
         system: str | Path | None = None,
-        patience: int = 2,
+        patience: int | None = None,
         model_name: str | None = None,
         progress: bool = True,
         plan=None,
         on_revision: Callable[[dict], None] | None = None,
+        counter: str = "macs",
     ):
         self.target_macs, self.tolerance = validate_inputs(
             target_macs, tolerance, max_revisions, patience, evaluator, model, example_inputs
         )
+        self.counter = check_counter(counter)
         self.engine = make_backend(backend)
         check_system(self.engine, system)
         check_templates(analysis=prompt, repair=repair_prompt, system=system)
@@ -106,17 +122,20 @@ class AgenticSearch:
         if not isinstance(self.base_strategy, Strategy):
             raise ToolkitError(f"base_strategy must be a Strategy, got {type(self.base_strategy).__name__}")
         self.model, self.example_inputs, self.evaluator, self.calibration = model, example_inputs, evaluator, calibration
-        self.max_revisions, self.patience, self.solve_budget = max_revisions, patience, bool(solve_budget)
+        self.solve_budget = bool(solve_budget)
+        #: Scored images a record without ``eval_images`` is assumed to have (for standard errors).
+        self.eval_images = getattr(evaluator, "eval_images", None) or DEFAULT_EVAL_IMAGES
         self.prompt, self.repair_prompt, self.system = prompt, repair_prompt, system
         self.progress, self.on_revision = progress, on_revision
         secrets = self.engine.secrets()
         self.log = HistoryLog(log_path, secrets, resume=resume) if log_path else MemoryLog(secrets)
         self._prepare(plan)
+        #: How ``max_revisions`` and ``patience`` were chosen (the header's ``revision_budget``).
+        self.budget_choice = revision_budget(self, max_revisions, patience)
+        self.max_revisions, self.patience = self.budget_choice["max_revisions"], self.budget_choice["patience"]
         self._open_history(model_name_of(model, model_name))
         #: The Master's stop decision (None while the search goes on).
-        self.stop_reason: str | None = stop_reason(
-            self.records, max_revisions=max_revisions, has_evaluator=evaluator is not None, patience=patience
-        )
+        self.stop_reason: str | None = self._stop_reason()
         self._finish_if_done()
 
     # --- construction -------------------------------------------------------------------------
@@ -127,7 +146,7 @@ class AgenticSearch:
 
         self.profile = profile_macs(self.model, example_inputs=self.example_inputs)
         self.plan = get_plan(self.model, self.example_inputs, self.calibration, plan)
-        self.base_macs = int(self.plan.base_macs)
+        self.base_macs = int(self.plan.base_count(self.counter))
         over, under = self.tolerance
         self.band = (self.target_macs * (1 - under / 100.0), self.target_macs * (1 + over / 100.0))
         if self.base_macs <= self.band[1]:
@@ -200,8 +219,12 @@ class AgenticSearch:
         ``in_band``, ``score``, ``divergence``, ``takeover``...) plus two keys that are not
         logged: ``stop_reason`` (None when the search goes on) and ``decision`` (a sentence:
         continue, the analyst takes over, or stop and why). When the proposer can only repeat
-        an earlier strategy, nothing is measured or logged: the returned dict has
-        ``type="stop"``, the proposal and the stop reason, and the search is done.
+        an earlier strategy, or the analyst says it has no untried move left, nothing is
+        measured or logged: the returned dict has ``type="stop"``, the proposal and the stop
+        reason, and the search is done. A scored revision also has ``eval_images`` and
+        ``score_se`` (when the evaluator says how many images it scores), ``widths_key`` and
+        ``cuts_key``, and ``duplicate_of`` when it was not evaluated (the same model as that
+        revision).
 
         Raises :class:`~agentic_toolkit.errors.ToolkitError` when the search is already
         :attr:`done` (read :attr:`result` instead).
@@ -215,9 +238,13 @@ class AgenticSearch:
         t0 = time.perf_counter()
         record, strategy = self._propose(revision)
         seen = [proposal_key(r.get("proposed"), self.solve_budget) for r in self.records]
-        if proposal_key(record["proposed"], self.solve_budget) in seen:
+        exhausted = record.get("proposer") == "analyst" and EXHAUSTED in str(record.get("rationale") or "")
+        if exhausted or proposal_key(record["proposed"], self.solve_budget) in seen:
             # nothing new to try; no record is written, so a resumed run stops here again
-            self.stop_reason = "no new strategy to try (the proposer repeated an earlier strategy)"
+            self.stop_reason = (
+                "the analyst has no untried move left" if exhausted
+                else "no new strategy to try (the proposer repeated an earlier strategy)"
+            )
             self._result = None
             self._finish_if_done()
             return {**record, "type": "stop", "stop_reason": self.stop_reason, "decision": f"stop: {self.stop_reason}"}
@@ -229,14 +256,11 @@ class AgenticSearch:
         self._result_logged, self._result = False, None
         if self.on_revision is not None:
             self.on_revision(logged)
-        best = best_revision(self.records)
+        best = self._best()
         if candidate is not None and best is not None and best["revision"] == revision:
             self._held = (revision, candidate, logged["score"])
         del candidate
-        self.stop_reason = stop_reason(
-            self.records, max_revisions=self.max_revisions, has_evaluator=self.evaluator is not None,
-            patience=self.patience,
-        )
+        self.stop_reason = self._stop_reason()
         self._finish_if_done()
         return {**logged, "stop_reason": self.stop_reason, "decision": self._decision(logged)}
 
@@ -271,28 +295,21 @@ class AgenticSearch:
         """Prune a copy with ``strategy``, measure (and score) it; fills ``record``.
 
         Returns the candidate model as scored (the evaluator's copy, e.g. with re-estimated
-        BatchNorm statistics), or the pruned model when it was not scored (None on failure).
+        BatchNorm statistics), or the pruned model when it was not scored (None on failure,
+        or for a duplicate of a scored candidate, which is not evaluated: ``duplicate_of``).
+        See :func:`~agentic_toolkit.agents.candidates.measure_candidate`.
         """
-        record.update(strategy=None, achieved_macs=None, params=None, error_pct=None, in_band=False, score=None)
-        try:
-            strategy, result, budget = prune_candidate(self, strategy)
-        except ToolkitError as exc:
-            record["error"] = str(exc).splitlines()[0][:500]
-            result = budget = None
-        if budget is not None:
-            record["budget"] = budget
-        record["strategy"] = strategy.to_dict()
-        if result is None:
-            return None
-        macs = int(result.macs)
-        record["achieved_macs"] = macs
-        record["params"] = int(result.params) if getattr(result, "params", None) is not None else None
-        record["error_pct"] = round(100.0 * (macs - self.target_macs) / self.target_macs, 6)
-        record["in_band"] = bool(self.band[0] <= macs <= self.band[1])
-        if record["in_band"] and self.evaluator is not None:
-            record["score"], scored = score_model(self.evaluator, result.model)
-            return scored
-        return result.model
+        return measure_candidate(self, record, strategy)
+
+    def _best(self) -> dict | None:
+        """The best revision so far (the noise-aware incumbent when there is an evaluator)."""
+        return best_record(self.records, scored=self.evaluator is not None, default_images=self.eval_images)
+
+    def _stop_reason(self) -> str | None:
+        return stop_reason(
+            self.records, max_revisions=self.max_revisions, has_evaluator=self.evaluator is not None,
+            patience=self.patience, default_images=self.eval_images,
+        )
 
     def _decide_divergence(self, record: dict[str, Any]) -> None:
         """Divergence of the out-of-band errors: an LLM hands over to the analyst, else stop.
@@ -343,7 +360,7 @@ class AgenticSearch:
 
     def _build_result(self) -> SearchResult:
         revs = self.records
-        best = best_revision(revs)
+        best = self._best()
         model, score = self._best_model(best)
         return SearchResult(
             converged=bool(best is not None and best.get("in_band")),
@@ -361,9 +378,11 @@ class AgenticSearch:
             first_in_band=next((r["revision"] for r in revs if r.get("in_band")), None),
             stop_reason=self.stop_reason or "",
             backend=self.engine.name,
+            counter=self.counter,
             log_path=str(self.log.path) if self.log.path else None,
             records=list(revs),
             **SearchResult.usage_fields(revs),
+            **SearchResult.gain_fields(revs, best, score, self.base_strategy, self.eval_images),
         )
 
     def _finish_if_done(self) -> None:

@@ -1,4 +1,4 @@
-"""``agentic-toolkit prune MODEL --target-macs 1.77G [--strategy FILE|PRESET] [--out DIR] [--json]``.
+"""``agentic-toolkit prune MODEL --target-macs 1.77G [--strategy FILE|PRESET] [--counter C] [--out DIR] [--json]``.
 
 ``--strategy`` is a strategy JSON file or the name of a registered preset
 (``isomorphic_taylor``, ``uniform_l1``, ...; ``agentic_toolkit.list_strategies()``). Fits the
@@ -6,7 +6,10 @@ strategy's pruning ratio to the MAC budget, prunes, optionally saves the result
 (``save_pruned``). ``--json`` prints one JSON object with ``model``, ``target_macs``,
 ``achieved_macs``, ``predicted_macs``, ``base_macs``, ``params``, ``base_params``,
 ``error_pct``, ``within_tolerance``, ``pruning_ratio``, ``probes``, ``strategy``,
-``out`` and ``seconds``.
+``counter``, ``counts``, ``out`` and ``seconds``. ``--counter torch_pruning`` meets the band
+in ``torch_pruning.utils.count_ops_and_params``'s count (the AgenticPruner paper's); every
+MAC number of the report is then in that convention, and ``counts`` lists the verifying
+counts of the pruned model ``[ratio, predicted, counted]``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pretrained", default=None, metavar="PATH", help="local checkpoint (CIFAR models: 'true')")
     parser.add_argument("--tolerance", default="1,5", help="accepted band: UP,DOWN in percent (default 1,5)")
+    parser.add_argument(
+        "--counter", default="macs", choices=("macs", "torch_pruning"),
+        help="MAC convention of the target: macs (conv/linear/matmul, default) or torch_pruning "
+        "(count_ops_and_params, as the AgenticPruner paper reports)",
+    )
     parser.add_argument(
         "--calibration-batches",
         type=int,
@@ -119,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         calibration = calibration_batches("cifar10", n_batches=args.calibration_batches, batch_size=64)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = fit_to_budget(model, strategy, target, x, tolerance=tolerance, calibration=calibration)
+        fit = fit_to_budget(model, strategy, target, x, tolerance=tolerance, calibration=calibration,
+                            counter=args.counter)
         result = fit.prune()
     notes = sorted({str(w.message) for w in caught})
     out = str(save_pruned(args.out, result)) if args.out else None
@@ -136,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         "pruning_ratio": fit.ratio,
         "probes": fit.probes,
         "strategy": fit.strategy.to_dict(),
+        "counter": fit.counter,
+        "counts": [[float(r), int(p), int(c)] for r, p, c in fit.counts],
         "input_shape": list(result.input_shape),
         "out": out,
         "notes": notes,
@@ -146,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(
             f"{args.model}: {format_macs(result.base_macs)} -> {format_macs(result.macs)} MACs "
-            f"(target {format_macs(target)}, {report['error_pct']:+.3f}%, "
+            f"[{fit.counter}] (target {format_macs(target)}, {report['error_pct']:+.3f}%, "
             f"{'within' if fit.within_tolerance else 'OUTSIDE'} tolerance +{tolerance[0]}%/-{tolerance[1]}%)"
         )
         print(

@@ -1,4 +1,9 @@
-"""``agentic-toolkit search MODEL --target-macs 4.16G --backend analyst [--log run.jsonl] [--json]``."""
+"""``agentic-toolkit search MODEL --target-macs 4.16G --backend analyst [--counter C] [--log run.jsonl] [--json]``.
+
+``--counter torch_pruning`` meets the band in ``torch_pruning.utils.count_ops_and_params``'s
+count (the AgenticPruner paper's) instead of the default conv/linear/matmul MACs; the
+history header and the result say which.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=None, help="seconds per LLM request")
     parser.add_argument("--tolerance", nargs=2, type=float, default=(1.0, 5.0), metavar=("OVER", "UNDER"),
                         help="accepted percent above and below the target (default 1 5)")
+    parser.add_argument("--counter", default="macs", choices=("macs", "torch_pruning"),
+                        help="MAC convention of the target: macs (default) or torch_pruning (count_ops_and_params)")
     parser.add_argument("--max-revisions", type=int, default=5)
     parser.add_argument("--no-solve-budget", action="store_true",
                         help="use the proposer's ratio as is (the paper's setting) instead of solving it")
@@ -119,11 +126,14 @@ def run(args: argparse.Namespace) -> int:
         base_strategy=base,
         model_name=args.model,
         progress=not args.json and sys.stderr.isatty(),
+        counter=args.counter,
     )
     if args.json:
         print(json.dumps({"model": args.model, **result.to_dict()}, indent=2))
     else:
         print(f"{args.model}: {result.summary()}")
+        if args.counter != "macs":
+            print(f"MACs counted in the {args.counter} convention (count_ops_and_params, per sample)")
         if result.strategy is not None:
             print(f"strategy: {result.strategy.to_json()}")
         if args.log:

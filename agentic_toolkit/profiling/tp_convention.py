@@ -97,7 +97,7 @@ def _rnn_cell(m: nn.Module, inputs: tuple, output: Any) -> int:
     return flops * inputs[0].shape[0]
 
 
-def _attention_cost(qlen: int, klen: int, vlen: int, in_dims: tuple[int, int, int],
+def attention_cost(qlen: int, klen: int, vlen: int, in_dims: tuple[int, int, int],
                     qdim: int, kdim: int, vdim: int, heads: int, has_bias: bool) -> int:
     """torch-pruning's multi-head attention formula, per sample."""
     flops = qlen * qdim  # Q scaling
@@ -115,7 +115,7 @@ def _mha(m: nn.Module, inputs: tuple, output: Any) -> int:
     batch_first = getattr(m, "batch_first", False)
     batch, len_idx = (q.shape[0], 1) if batch_first else (q.shape[1], 0)
     qdim, kdim, vdim = q.shape[2], k.shape[2], v.shape[2]
-    flops = _attention_cost(
+    flops = attention_cost(
         q.shape[len_idx], k.shape[len_idx], v.shape[len_idx], (qdim, kdim, vdim),
         qdim, kdim, vdim, m.num_heads, m.in_proj_bias is not None,
     )
@@ -126,7 +126,7 @@ def _timm_attention(m: nn.Module, inputs: tuple, output: Any) -> int:
     x = inputs[0]
     batch, tokens, in_dim = x.shape[0], x.shape[1], x.shape[2]
     dim = m.qkv.out_features // 3
-    flops = _attention_cost(
+    flops = attention_cost(
         tokens, tokens, tokens, (in_dim, in_dim, in_dim), dim, dim, dim, m.num_heads,
         m.qkv.bias is not None,
     )

@@ -48,7 +48,7 @@ class CuttingMixin:
         for g in self.groups:
             full = self._tp_groups[g.index]
             maps: dict[Key, _MemberMap] = {}
-            for item in full:
+            for item in full or ():  # None: a group torch-pruning could not enumerate
                 dep, idxs = item.dep, item.idxs
                 target = dep.target.module
                 is_param = isinstance(target, nn.Parameter)

@@ -14,13 +14,24 @@ Traps handled here (torch-pruning 1.6):
   are mapped to the wrong number of indices. Such a group would produce a broken model, so
   every group is checked: the indices that all groups assign to a layer dimension must
   cover it exactly. Groups failing the check are reported and never pruned.
+- Around a reshape cycle (torchvision's Swin/MaxViT attention: ``F.linear`` on the
+  module's weights, a relative-position table gathered, viewed and added to the scores)
+  torch-pruning's traversal multiplies its index lists by the flatten stride on every
+  turn and never stops: gigabytes within seconds. We enumerate groups with our own copy
+  of its traversal (:func:`pruning_group`) that refreshes the index mappings once instead
+  of once per group, and stops a group whose index list outgrows any dimension of the
+  model (:class:`GroupDiverged`); such a group is reported and never pruned.
+- Grouping may take long (or forever, e.g. ReXNet): :func:`time_limit` bounds it in CPU
+  seconds of the calling thread, checked cooperatively, so it works in worker threads and
+  on a busy machine; :func:`graph_time_limit` scales the allowance with the model's size.
 """
 
 from __future__ import annotations
 
 import contextlib
-import signal
+import logging
 import threading
+import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,34 +40,54 @@ from fractions import Fraction
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from torch_pruning import _helpers as tp_helpers
+from torch_pruning.dependency import Dependency, Group
+from torch_pruning.dependency import index_mapping as tp_index_mapping
+from torch_pruning.pruner import function as tp_function
 
 ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-GRAPH_TIME_LIMIT_S = 300  # torch-pruning never finishes grouping some graphs (e.g. ReXNet)
+GRAPH_TIME_LIMIT_S = 300  # CPU seconds for any model (torch-pruning loops on some graphs) ...
+GRAPH_TIME_PER_MODULE_S = 0.5  # ... plus this much per module, so large models get longer
+INDEX_BOUND_FACTOR = 4  # a dependency carrying more indices than this x the widest dimension diverged
+_log = logging.getLogger(__name__)
+_deadline = threading.local()
 
 
 class GraphTimeout(Exception):
-    """Raised inside a :func:`time_limit` block that ran out of time."""
+    """Raised by :func:`check_time` inside a :func:`time_limit` block that ran out of time."""
+
+
+class GroupDiverged(Exception):
+    """torch-pruning's index mapping grows without bound for this group (a reshape cycle)."""
+
+
+def graph_time_limit(model: nn.Module) -> float:
+    """CPU seconds allowed for grouping ``model``'s channels: a base allowance plus a
+    per-module one (graph size, not the machine's load, decides how long grouping takes)."""
+    return GRAPH_TIME_LIMIT_S + GRAPH_TIME_PER_MODULE_S * sum(1 for _ in model.modules())
 
 
 @contextlib.contextmanager
 def time_limit(seconds: float):
-    """Interrupt the block after ``seconds`` with :class:`GraphTimeout` (main thread on
-    POSIX only; elsewhere the block simply runs to the end)."""
-    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
-    if not usable or seconds <= 0:
-        yield
-        return
+    """Let the block use at most ``seconds`` of this thread's CPU time: :func:`check_time`
+    (called while grouping) raises :class:`GraphTimeout` once it is spent.
 
-    def _alarm(signum, frame):
-        raise GraphTimeout()
-
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    Cooperative, so it works in any thread (no signals); CPU time rather than wall time, so
+    a busy machine slows the block down without making it time out.
+    """
+    previous = getattr(_deadline, "value", None)
+    _deadline.value = time.thread_time() + seconds if seconds > 0 else None
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        _deadline.value = previous
+
+
+def check_time() -> None:
+    """Raise :class:`GraphTimeout` when the enclosing :func:`time_limit` is spent."""
+    limit = getattr(_deadline, "value", None)
+    if limit is not None and time.thread_time() > limit:
+        raise GraphTimeout()
 
 
 @dataclass(frozen=True)
@@ -168,14 +199,90 @@ def _signature(graph: tp.DependencyGraph, group) -> str:
     return "|".join(parts)
 
 
-def _reroot_attention(graph: tp.DependencyGraph, group, qkv_modules: set):
+def _reroot_attention(graph: tp.DependencyGraph, group, qkv_modules: set, bound: int):
     """Use the output projection's input channels as the root of a qkv group (as
     torch-pruning does): there the index space is the plain head-major attention width."""
     for dep, idxs in group:
         m = dep.target.module
         if isinstance(m, ROOT_TYPES) and m not in qkv_modules and graph.is_in_channel_pruning_fn(dep.handler):
-            return graph.get_pruning_group(m, dep.handler, list(idxs))
+            return pruning_group(graph, m, dep.handler, list(idxs), bound)
     return None
+
+
+def refresh_index_mapping(graph: tp.DependencyGraph) -> None:
+    """torch-pruning's index-mapping update (its "maximum recursive depth" notices are
+    expected on deep graphs and silenced)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Maximum recursive depth")
+        tp_index_mapping.update_index_mapping(graph)
+
+
+def index_bound(graph: tp.DependencyGraph) -> int:
+    """Most indices one dependency may carry: a multiple of the widest dimension of any
+    parameter (a flatten into a classifier is the widest map a real model makes)."""
+    widest = max((max(p.shape) for p in graph.model.parameters() if p.ndim), default=1)
+    return INDEX_BOUND_FACTOR * int(widest)
+
+
+def pruning_group(graph: tp.DependencyGraph, module, pruning_fn, idxs, bound: int) -> Group:
+    """torch-pruning's ``get_pruning_group``, guarded (see module docstring).
+
+    Unlike torch-pruning it does not refresh the index mappings on every call (call
+    :func:`refresh_index_mapping` once after the graph or the model
+    changed), checks :func:`check_time` at every step, and raises :class:`GroupDiverged`
+    when one dependency would carry more than ``bound`` indices or the group more items
+    than the graph could hold (torch-pruning would grow the index lists forever).
+    """
+    if isinstance(module, tp.ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
+        pruning_fn = tp_function.prune_depthwise_conv_out_channels
+    root = graph.module2node[module]
+    group = Group()
+    group.add_dep(
+        Dependency(pruning_fn, pruning_fn, source=root, target=root),
+        [tp_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs],
+    )
+    max_items = 8 * len(graph.module2node) + 64
+    visited = set()
+    stack = [(group[0].dep, group[0].idxs)]
+    while stack:
+        check_time()
+        dep, idxs = stack.pop()
+        visited.add(dep.target)
+        for new_dep in dep.target.dependencies:
+            if not new_dep.is_triggered_by(dep.handler):
+                continue
+            new_idxs = idxs
+            for mapping in new_dep.index_mapping:
+                if mapping is None:
+                    continue
+                stride = getattr(mapping, "_stride", 1) if not getattr(mapping, "reverse", True) else 1
+                if len(new_idxs) * stride > bound:
+                    raise GroupDiverged(f"torch-pruning maps its indices without bound at {new_dep.target.name}")
+                new_idxs = mapping(new_idxs)
+            if not new_idxs or (new_dep.target in visited and group.has_pruning_op(new_dep, new_idxs)):
+                continue
+            group.add_dep(new_dep, new_idxs)
+            stack.append((new_dep, new_idxs))
+            if len(group) > max_items:
+                raise GroupDiverged(f"torch-pruning's group keeps growing at {new_dep.target.name}")
+    return _merged(graph, group)
+
+
+def _merged(graph: tp.DependencyGraph, group: Group) -> Group:
+    """Merge a group's items per layer dimension (as torch-pruning does; ignored
+    parameters dropped) and record the root indices of each item."""
+    ignored = {id(p) for p in graph.ignored_params}
+    merged = Group()
+    for dep, idxs in group.items:
+        if isinstance(dep.target.module, nn.Parameter) and id(dep.target.module) in ignored:
+            continue
+        merged.add_and_merge(dep, idxs)
+    merged._DG = graph
+    for i in range(len(merged)):
+        hybrid = merged[i].idxs
+        merged[i] = tp_helpers.GroupItem(merged[i].dep, tp_helpers.to_plain_idxs(hybrid))
+        merged[i].root_idxs = tp_helpers.to_root_idxs(hybrid)
+    return merged
 
 
 def collect_groups(
@@ -190,59 +297,104 @@ def collect_groups(
     ``num_heads`` maps fused qkv Linears to their head count; ``attention_names`` maps them
     to ``(attention module name, heads prunable)``.
     """
-    names = graph._module2name
     raw = _raw_groups(graph, num_heads)
     groups: list[ChannelGroup] = []
     coverage: dict[tuple[str, bool], int] = defaultdict(int)
     sizes: dict[tuple[str, bool], int | None] = {}
-    for group, qkv in raw:
-        root_dep, root_idxs = group[0]
-        channels = len(root_idxs)
-        unsupported = ""
-        members = []
-        for (name, is_out), count in _member_counts(graph, group, sizes).items():
-            per = Fraction(count, channels)
-            if per.denominator != 1:
-                unsupported = f"{name} gets {count} elements for {channels} channels"
-            members.append(Member(name, is_out, int(per)))
-            coverage[(name, is_out)] += count
-        ch_groups = _channel_groups(graph, group, num_heads)
-        if channels % ch_groups:
-            unsupported = unsupported or f"{channels} channels do not split into {ch_groups} groups"
-        attn_name, heads_ok = attention_names.get(qkv, (None, False)) if qkv is not None else (None, False)
-        groups.append(
-            ChannelGroup(
-                index=len(groups),
-                root_name=names[root_dep.target.module],
-                root_is_out=graph.is_out_channel_pruning_fn(root_dep.handler),
-                channels=channels,
-                ch_groups=ch_groups,
-                members=members,
-                signature=_signature(graph, group),
-                attention=attn_name,
-                num_heads=num_heads.get(qkv, 0) if qkv is not None else 0,
-                heads_prunable=heads_ok,
-                unsupported=unsupported,
-            )
-        )
+    for group, qkv, root, diverged in raw:
+        if group is None:
+            groups.append(_diverged_group(graph, root, diverged, len(groups)))
+            continue
+        groups.append(_channel_group(graph, group, qkv, num_heads, attention_names, sizes, coverage, len(groups)))
     _mark_uncovered(groups, coverage, sizes)
-    return groups, [group for group, _ in raw]
+    return groups, [group for group, *_ in raw]
 
 
-def _raw_groups(graph: tp.DependencyGraph, num_heads: dict[nn.Module, int]) -> list[tuple[object, nn.Module | None]]:
-    """torch-pruning's groups, attention groups re-rooted at their qkv Linear: ``(group, qkv or None)``."""
+def _channel_group(
+    graph, group, qkv, num_heads: dict, attention_names: dict, sizes: dict, coverage: dict, index: int
+) -> ChannelGroup:
+    """The :class:`ChannelGroup` of one torch-pruning group (its dimensions' sizes and
+    element counts are added to ``sizes`` and ``coverage``)."""
+    root_dep, root_idxs = group[0]
+    channels = len(root_idxs)
+    unsupported = ""
+    members = []
+    for (name, is_out), count in _member_counts(graph, group, sizes).items():
+        per = Fraction(count, channels)
+        if per.denominator != 1:
+            unsupported = f"{name} gets {count} elements for {channels} channels"
+        members.append(Member(name, is_out, int(per)))
+        coverage[(name, is_out)] += count
+    ch_groups = _channel_groups(graph, group, num_heads)
+    if channels % ch_groups:
+        unsupported = unsupported or f"{channels} channels do not split into {ch_groups} groups"
+    attn_name, heads_ok = attention_names.get(qkv, (None, False)) if qkv is not None else (None, False)
+    return ChannelGroup(
+        index=index,
+        root_name=graph._module2name[root_dep.target.module],
+        root_is_out=graph.is_out_channel_pruning_fn(root_dep.handler),
+        channels=channels,
+        ch_groups=ch_groups,
+        members=members,
+        signature=_signature(graph, group),
+        attention=attn_name,
+        num_heads=num_heads.get(qkv, 0) if qkv is not None else 0,
+        heads_prunable=heads_ok,
+        unsupported=unsupported,
+    )
+
+
+def _diverged_group(graph, root: nn.Module, reason: str, index: int) -> ChannelGroup:
+    """Placeholder for a group torch-pruning cannot enumerate: never pruned."""
+    channels = int(graph.get_pruner_of_module(root).get_out_channels(root))
+    return ChannelGroup(
+        index=index,
+        root_name=graph._module2name[root],
+        root_is_out=True,
+        channels=channels,
+        ch_groups=1,
+        members=[Member(graph._module2name[root], True, 1)],
+        signature="",
+        unsupported=f"{reason} (a reshape cycle it cannot follow)",
+    )
+
+
+def _raw_groups(graph: tp.DependencyGraph, num_heads: dict[nn.Module, int]) -> list[tuple]:
+    """torch-pruning's groups (as ``get_all_groups`` enumerates them), attention groups
+    re-rooted at their qkv Linear: ``(group, qkv or None, root module, reason)``; a group
+    whose index mapping diverged has ``group=None`` and the reason."""
+    refresh_index_mapping(graph)  # once: the model does not change here
+    bound = index_bound(graph)
+    roots = [m for m in graph.module2node if isinstance(m, ROOT_TYPES) and m not in graph.IGNORED_LAYERS_IN_TRACING]
+    visited: set[int] = set()
     raw = []
-    for group in graph.get_all_groups(root_module_types=ROOT_TYPES):
+    for i, m in enumerate(roots):
+        check_time()
+        if i and i % 50 == 0:
+            _log.info("grouping channels: %d of %d root layers", i, len(roots))
+        pruner = graph.get_pruner_of_module(m)
+        if pruner is None or pruner.get_out_channels(m) is None or id(m) in visited:
+            continue
+        try:
+            group = pruning_group(graph, m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))), bound)
+        except GroupDiverged as exc:
+            raw.append((None, None, m, str(exc)))
+            continue
+        visited.update(id(d.target.module) for d, _ in group if graph.is_out_channel_pruning_fn(d.handler))
         qkv = [
             d.target.module
             for d, _ in group
             if d.target.module in num_heads and graph.is_out_channel_pruning_fn(d.handler)
         ]
         if qkv:
-            group = _reroot_attention(graph, group, set(num_heads))
+            try:
+                group = _reroot_attention(graph, group, set(num_heads), bound)
+            except GroupDiverged as exc:
+                raw.append((None, None, m, str(exc)))
+                continue
             if group is None:
                 continue
-        raw.append((group, qkv[0] if qkv else None))
+        raw.append((group, qkv[0] if qkv else None, m, ""))
     return raw
 
 

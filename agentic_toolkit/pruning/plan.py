@@ -6,7 +6,8 @@ ratio only decides how many of the (already ranked) channels each group loses. A
 
 - :meth:`PrunePlan.select` turns a strategy and ratio into per-group cut counts
   (global ranking within each ranking scope, ``max_layer_ratio`` caps, ``round_to``),
-- :meth:`PrunePlan.predict_macs` gives the exact MACs of that selection from the widths,
+- :meth:`PrunePlan.predict_macs` gives the exact MACs of that selection from the widths
+  (``counter="torch_pruning"``: torch-pruning's count, see :class:`.mac_model.TpMacModel`),
 - :meth:`PrunePlan.apply` prunes a copy (or the model itself) to exactly that selection.
 
 The plan never changes the model it was built from: the graph is traced in eval mode
@@ -33,14 +34,14 @@ from . import scopes as _scopes
 from .attention import find_attention, num_heads_map
 from .cutting import CuttingMixin
 from .groups import (
-    GRAPH_TIME_LIMIT_S,
     ChannelGroup,
     GraphTimeout,
     build_graph,
     collect_groups,
+    graph_time_limit,
     time_limit,
 )
-from .mac_model import Key, MacModel
+from .mac_model import Key, MacModel, TpMacModel
 from .model_utils import as_inputs, classifier_names, input_shape, is_under
 from .ranking import RankingMixin, Selection
 from .strategy import Strategy, StrategyError
@@ -81,14 +82,15 @@ class PrunePlan(RankingMixin, CuttingMixin):
         attn_of = {modules[a.name].qkv: (a.name, a.heads_prunable) for a in self.attention if not a.reason}
         params = dict(model.named_parameters())
         tables = [params[n] for a in self.attention for n in a.head_tables if n in params]
+        limit = graph_time_limit(model)
         try:
-            with time_limit(GRAPH_TIME_LIMIT_S):
+            with time_limit(limit):
                 self.graph = build_graph(model, self.example_inputs, tables)
                 self.groups, full_groups = collect_groups(model, self.graph, heads, attn_of)
         except GraphTimeout:
             raise NothingToPruneError(
                 f"torch-pruning did not finish grouping the channels of {type(model).__name__} within "
-                f"{GRAPH_TIME_LIMIT_S} s (it loops on some graphs, e.g. ReXNet's sliced residual adds); "
+                f"{limit:.0f} CPU seconds (it loops on some graphs, e.g. ReXNet's sliced residual adds); "
                 "this architecture cannot be pruned by agentic_toolkit"
             ) from None
         except Exception as exc:
@@ -110,7 +112,9 @@ class PrunePlan(RankingMixin, CuttingMixin):
         self.base_params = int(profile.params)
         self.sizes = self._sizes()
         prunable_keys = {(m.name, m.is_out) for g in self.groups if g.prunable for m in g.members}
+        self.prunable_keys = prunable_keys
         self.mac_model = MacModel(model, profile.layers, profile.total_macs, self.sizes, prunable_keys)
+        self._tp_model: TpMacModel | None = None  # built on first use (mac_model_for)
         self._validate()
         self._importance: dict[str, tuple] = {}  # criterion name -> (criterion, scores, notes)
         self._scopes_cache: dict[tuple, tuple] = {}  # strategy shape -> (criterion, scopes)
@@ -152,6 +156,26 @@ class PrunePlan(RankingMixin, CuttingMixin):
                 if size is not None:
                     sizes[(name, is_out)] = int(size)
         return sizes
+
+    # ------------------------------------------------------------------ counters
+    def mac_model_for(self, counter: str = "macs") -> MacModel | TpMacModel:
+        """The MAC model of ``counter``: ``"macs"`` (default convention) or
+        ``"torch_pruning"`` (``count_ops_and_params``; built on first use, one counted pass)."""
+        from ..profiling.profile import CONVENTIONS
+
+        if counter not in CONVENTIONS:
+            raise ToolkitError(f"unknown MAC counter {counter!r}; use one of {', '.join(CONVENTIONS)}")
+        if counter == "macs":
+            return self.mac_model
+        if getattr(self, "_tp_model", None) is None:
+            self._check_usable()
+            self._tp_model = TpMacModel(self.source, self.example_inputs, self.sizes, self.prunable_keys)
+        return self._tp_model
+
+    def base_count(self, counter: str = "macs") -> int:
+        """MACs of the unpruned model in ``counter``'s convention (per forward pass of the
+        example inputs for ``"macs"``, per sample for ``"torch_pruning"``)."""
+        return self.base_macs if counter == "macs" else int(self.mac_model_for(counter).base)
 
     # ------------------------------------------------------------------ scopes
     def scope_names(self) -> list[str]:

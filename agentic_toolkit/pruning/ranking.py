@@ -188,6 +188,9 @@ class RankingMixin:
                     w[key] -= m.per_channel * removed
         return w
 
-    def predict_macs(self, sel: Selection) -> int:
-        """Exact MACs after applying ``sel``."""
-        return self.mac_model.predict(self.widths(sel))
+    def predict_macs(self, sel: Selection, counter: str = "macs") -> int:
+        """MACs after applying ``sel`` in ``counter``'s convention: exact for ``"macs"``; for
+        ``"torch_pruning"`` see :class:`~agentic_toolkit.pruning.mac_model.TpMacModel`."""
+        if counter == "macs":
+            return self.mac_model.predict(self.widths(sel))
+        return self.mac_model_for(counter).predict(self.widths(sel), self.kept_heads(sel))

@@ -30,7 +30,6 @@ import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
@@ -42,7 +41,7 @@ from ..paths import PROJECT_ROOT
 from ..training.evaluation import evaluate
 from ..training.finetune import finetune
 from ..training.recipe import Recipe
-from .machine import output_dir
+from .machine import StudyResult, output_dir
 
 ADAPTED_WEIGHTS = PROJECT_ROOT / "data" / "cifar_resnet56_adapted.safetensors"
 MODELS = ("cifar_resnet56", "cifar_resnet20")
@@ -57,20 +56,12 @@ def adapted_weights(model_name: str = "cifar_resnet56") -> Path:
 
 
 @dataclass
-class AdaptationResult:
+class AdaptationResult(StudyResult):
     """``frame`` (one row per epoch, 0 = unadapted), ``report`` (settings, final numbers) and
     the adapted ``model``."""
 
-    frame: pd.DataFrame
-    report: dict[str, Any]
     model: torch.nn.Module | None = field(default=None, repr=False)
     model_name: str = "cifar_resnet56"
-
-    def to_frame(self) -> pd.DataFrame:
-        return self.frame.copy()
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.report)
 
     def summary(self) -> str:
         r = self.report

@@ -3,7 +3,9 @@
 :func:`budget_targets` (``benchmarks/budget_targets.py``): for each model (random init with seed 0,
 1x3x224x224, default strategy: magnitude_l2, isomorphic, global) one plan serves the paper's
 targets and fractions of the baseline; every fit is pruned and the pruned model's MACs are
-compared with the target and with the prediction.
+compared with the target and with the prediction, in the convention of ``counter``
+(``"macs"`` or ``"torch_pruning"``: ``count_ops_and_params``, which then also counts each
+pruned model itself).
 
 :func:`budget_cost` (``benchmarks/bench_budget.py``): (fit + final prune) / (one prune at a
 fixed ratio), both from scratch (dependency graph, importance scores and MAC profile
@@ -36,13 +38,18 @@ def _input(input_size: Sequence[int]) -> torch.Tensor:
 def budget_targets(targets: Mapping[str, Sequence[str]] = PAPER_TARGETS,
                    fractions: Sequence[float] = (0.3, 0.5, 0.8),
                    strategy: Strategy | None = None,
-                   input_size: tuple[int, ...] = IMAGENET_INPUT) -> pd.DataFrame:
+                   input_size: tuple[int, ...] = IMAGENET_INPUT,
+                   counter: str = "macs") -> pd.DataFrame:
     """Every absolute target of ``targets`` and every fraction of each baseline, fitted and pruned.
 
-    Columns: ``model``, ``kind`` (``paper`` or ``fraction``), ``target`` (label),
-    ``target_macs``, ``base_macs``, ``achieved_macs``, ``predicted_macs``, ``error_pct``
-    (achieved vs target), ``probes``, ``ratio``, ``exact`` (pruned MACs == prediction),
-    ``seconds`` (fit + prune), ``plan_s`` (building the model's one plan).
+    Columns: ``model``, ``counter``, ``kind`` (``paper`` or ``fraction``), ``target``
+    (label), ``target_macs``, ``base_macs``, ``achieved_macs``, ``predicted_macs``,
+    ``error_pct`` (achieved vs target), ``probes``, ``ratio``, ``exact`` (pruned MACs ==
+    prediction), ``seconds`` (fit + prune), ``plan_s`` (building the model's one plan), and
+    for ``counter="torch_pruning"``: ``counts`` (pruned-and-counted probes),
+    ``analytic_exact`` (the analytic prediction equalled the first count) and
+    ``count_ops_macs`` (``torch_pruning.utils.count_ops_and_params`` of the pruned model;
+    for ``"macs"`` these three are empty). Fractions are of the base in ``counter``.
     """
     strategy = strategy or Strategy()
     x = _input(input_size)
@@ -56,22 +63,35 @@ def budget_targets(targets: Mapping[str, Sequence[str]] = PAPER_TARGETS,
             plan = get_plan(model, x)
             plan_s = time.perf_counter() - t0
             wanted: list[tuple[str, str, int]] = [("paper", t, parse_macs(t)) for t in absolute]
-            wanted += [("fraction", f"{f:.0%}", int(plan.base_macs * f)) for f in fractions]
+            wanted += [("fraction", f"{f:.0%}", int(plan.base_count(counter) * f)) for f in fractions]
             for kind, label, target in wanted:
                 t0 = time.perf_counter()
-                fit = fit_to_budget(model, strategy, target, x, plan=plan)
+                fit = fit_to_budget(model, strategy, target, x, plan=plan, counter=counter)
                 result = fit.prune()
+                seconds = time.perf_counter() - t0
                 rows.append({
-                    "model": name, "kind": kind, "target": label, "target_macs": int(target),
-                    "base_macs": int(plan.base_macs), "achieved_macs": int(result.macs),
+                    "model": name, "counter": counter, "kind": kind, "target": label, "target_macs": int(target),
+                    "base_macs": int(fit.base_macs), "achieved_macs": int(result.macs),
                     "predicted_macs": int(fit.predicted_macs),
                     "error_pct": round(100.0 * (result.macs - target) / target, 4),
                     "probes": fit.probes, "ratio": round(fit.ratio, 6),
                     "exact": bool(result.macs == fit.predicted_macs),
-                    "seconds": round(time.perf_counter() - t0, 2), "plan_s": round(plan_s, 2),
+                    "seconds": round(seconds, 2), "plan_s": round(plan_s, 2), **_verification(fit, result, x),
                 })
             del model, plan
     return pd.DataFrame(rows)
+
+
+def _verification(fit, result, x: torch.Tensor) -> dict:
+    """How a ``torch_pruning`` fit was verified, and ``count_ops_and_params`` of its model."""
+    if fit.counter == "macs":
+        return {"counts": None, "analytic_exact": None, "count_ops_macs": None}
+    from ..profiling.reference_counters import torch_pruning_macs
+
+    return {
+        "counts": len(fit.counts), "analytic_exact": bool(fit.counts[0][1] == fit.counts[0][2]),
+        "count_ops_macs": torch_pruning_macs(result.model.eval(), x),
+    }
 
 
 def _fixed_prune(model, strategy: Strategy, x: torch.Tensor) -> float:

@@ -23,7 +23,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from ..training.evaluation import evaluate, proxy_accuracy
 from ..training.finetune import finetune
 from ..training.recipe import Recipe
 from .adaptation import ADAPTED_WEIGHTS
-from .machine import machine_info, output_dir
+from .machine import StudyResult, machine_info, output_dir
 
 ARMS = ("ce", "kd")
 INPUT = (1, 3, 32, 32)
@@ -51,19 +51,10 @@ CACHE = PROJECT_ROOT / "runs" / "kd_study.jsonl"
 
 
 @dataclass
-class KDStudyResult:
+class KDStudyResult(StudyResult):
     """Per-epoch rows (``frame``: arm, seed, epoch 0 = pruned before fine-tuning, test and
     train metrics) and the ``report`` (settings, teacher/pruned accuracy, final per-arm
     numbers, KD - CE per seed)."""
-
-    frame: pd.DataFrame
-    report: dict[str, Any] = field(default_factory=dict)
-
-    def to_frame(self) -> pd.DataFrame:
-        return self.frame.copy()
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.report)
 
     def summary(self) -> str:
         r = self.report

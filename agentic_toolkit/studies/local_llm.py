@@ -155,11 +155,13 @@ def local_llm_search(
     max_tokens: int = 512,
     timeout: float = 300.0,
     progress: bool = False,
+    **options: Any,
 ):
     """Search ``model`` (pretrained CIFAR ResNet) to ``fraction`` of its MACs with the ``openai``
     backend at ``base_url``; scored by :func:`~agentic_toolkit.proxy_accuracy` on the ``val``
     split (``val_batches`` batches of ``batch_size`` images to re-estimate BatchNorm, as many to
-    score) unless ``evaluate=False``. Returns ``(SearchResult, backend)``."""
+    score) unless ``evaluate=False``. Other ``options`` (e.g. ``prompt=``) go to
+    :func:`~agentic_toolkit.run_agentic_pruning`. Returns ``(SearchResult, backend)``."""
     import torch
 
     from ..agents.backends import make_backend
@@ -180,7 +182,7 @@ def local_llm_search(
         Path(log_path).unlink()  # a fresh record, never a resume
     result = run_agentic_pruning(
         net, target, x, backend=backend, evaluator=evaluator, max_revisions=max_revisions, patience=patience,
-        solve_budget=solve_budget, log_path=log_path, model_name=model, progress=progress,
+        solve_budget=solve_budget, log_path=log_path, model_name=model, progress=progress, **options,
     )
     return result, backend
 
@@ -198,6 +200,10 @@ def revision_table(records: list[dict]) -> pd.DataFrame:
     only its answer to the repair request was; ``fallback`` when neither was and the analyst
     proposed; ``repeat`` when a valid reply repeated an earlier strategy (the analyst
     proposed instead); ``takeover`` when the model was no longer asked (divergence).
+    ``llm_importance``, ``llm_pruning_ratio``, ``llm_multipliers`` are the model's usable
+    proposal (fields it left out come from the base strategy); ``used_pruning_ratio`` is the
+    ratio pruned with (solved to the budget with ``solve_budget``); ``raw_reply`` and
+    ``repair_reply`` are the model's answers (first 240 characters; the JSONL has them whole).
     """
     rows = []
     for r in records:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,20 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
     return path
+
+
+@dataclass
+class StudyResult:
+    """A study's table (``frame``, one row per measurement) and ``report`` (settings and
+    final numbers); subclasses add ``summary()``."""
+
+    frame: pd.DataFrame
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def to_frame(self) -> pd.DataFrame:
+        """A copy of the table."""
+        return self.frame.copy()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report (JSON-ready)."""
+        return dict(self.report)

@@ -293,7 +293,7 @@ class OpenAICompatBackend(LLMBackend):
                 if step is None:
                     if not self.confirmed:
                         self._restore(saved)  # the unnamed guesses did not help: forget them
-                    raise BackendError(f"HTTP {exc.code} from {redact_url(url)}: {exc.detail}") from exc
+                    raise BackendError(f"HTTP {exc.code} from {redact_url(url)}: {exc.detail[:300]}") from exc
                 failures.append(f"HTTP {exc.code}: {exc.detail[:200]} -> {step}")
                 adapted_now.append(step)
         else:
