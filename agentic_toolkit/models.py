@@ -9,6 +9,7 @@ convolution (:class:`PadShortcut`) so that pruning sees ordinary conv channels.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import glob
 import re
@@ -228,3 +229,137 @@ def _tag(model: nn.Module, name: str, num_classes: int | None, kwargs: dict) -> 
     """Record how to rebuild the (unpruned) architecture, for save/load of pruned models."""
     model.toolkit_spec = {"name": name, "num_classes": num_classes, "kwargs": dict(kwargs)}
     return model
+
+
+# ---------------------------------------------------------------------------------------
+# Rebuilding an architecture: what save_pruned records so load_pruned can build the base
+# model again (agentic_toolkit, timm or torchvision), with plain keyword arguments only.
+
+SOURCES = ("agentic_toolkit", "timm", "torchvision")
+_PLAIN = (bool, int, float, str, type(None))
+_UNSAFE_PREFIXES = ("pretrained", "weights", "checkpoint", "cache", "file", "url", "hf_")
+_UNSAFE_KEYS = {"progress", "features_only", "out_indices", "feature_cfg", "model_args"}
+
+
+def plain_value(value) -> bool:
+    """An int, float, bool, string or None, or a tuple/list of those."""
+    if isinstance(value, (tuple, list)):
+        return all(plain_value(v) for v in value)
+    return isinstance(value, _PLAIN)
+
+
+def as_tuples(value):
+    """JSON lists back to tuples (``img_size=[112, 112]`` -> ``(112, 112)``)."""
+    return tuple(as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def check_arch_kwargs(kwargs: dict | None) -> dict:
+    """Constructor keyword arguments that are safe to record and pass back: identifiers, no
+    weights/checkpoint/download options, values that are plain ints/floats/bools/strings/
+    None or tuples of those (nothing that loads a file or runs code). Raises
+    :class:`UnknownModelError` naming the offending argument."""
+    out = {}
+    for key, value in (kwargs or {}).items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise UnknownModelError(f"architecture argument {key!r} is not a keyword name")
+        if key.startswith(_UNSAFE_PREFIXES) or key in _UNSAFE_KEYS:
+            raise UnknownModelError(f"architecture argument '{key}' is not allowed (it loads or selects weights)")
+        if not plain_value(value):
+            raise UnknownModelError(
+                f"architecture argument '{key}' is a {type(value).__name__}; only ints, floats, bools, "
+                "strings, None and tuples of those are recorded"
+            )
+        out[key] = as_tuples(value)
+    return out
+
+
+def _builder(source: str, name: str):
+    if source == "timm":
+        import timm
+
+        if not timm.is_model(name):
+            raise UnknownModelError(f"unknown timm model '{name}'")
+        return lambda **kw: timm.create_model(name, pretrained=False, **kw)
+    if source == "torchvision":
+        import torchvision
+
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise UnknownModelError(f"'{name}' is not a torchvision classification model")
+        builder = torchvision.models.get_model_builder(name)
+        return lambda **kw: builder(weights=None, **kw)
+    if source == "agentic_toolkit":
+        return lambda **kw: create_model(name, **kw)
+    raise UnknownModelError(f"unknown model source '{source}'; use one of {', '.join(SOURCES)}")
+
+
+def accepted_kwargs(source: str, name: str, cls: type) -> set[str]:
+    """Keyword arguments the builder and the model class name explicitly (a class whose
+    ``__init__`` passes ``**kwargs`` on also accepts its base classes' arguments)."""
+    import inspect
+
+    fns = []
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass) and klass is not nn.Module:
+            fns.append(klass.__init__)
+            params = inspect.signature(klass.__init__).parameters.values()
+            if not any(p.kind == p.VAR_KEYWORD for p in params):
+                break
+    if source == "torchvision":
+        import torchvision
+
+        fns.append(torchvision.models.get_model_builder(name))
+    names = set()
+    for fn in fns:
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                names.add(p.name)
+    return names | ({"num_classes"} if source == "agentic_toolkit" else set())
+
+
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Every parameter a module registers moves to the meta device at once (the builder
+    still computes on the CPU; memory stays at one layer's weights)."""
+    register = nn.Module.register_parameter
+
+    def on_meta(self, name, param):
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(self, name, param)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def build_architecture(spec: dict, device: str | None = None) -> nn.Module:
+    """Build the unpruned model ``spec`` describes (``{"source", "name", "kwargs"}``, as
+    written by ``pruning.persist.architecture_spec``), in eval mode; ``device="meta"`` builds it
+    without memory (parameters and buffers on the meta device; for builders that compute
+    with tensors, e.g. RegNet's widths, parameters only). Raises :class:`UnknownModelError` for anything unknown or unsafe."""
+    source, name = spec.get("source"), spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise UnknownModelError(f"architecture spec without a model name: {spec!r}")
+    kwargs = check_arch_kwargs(spec.get("kwargs"))
+    build = _builder(source, name)
+    try:
+        if device != "meta":
+            model = build(**kwargs)
+        else:
+            try:
+                with torch.device("meta"):
+                    model = build(**kwargs)
+            except TypeError:
+                raise
+            except Exception:  # the builder computes with tensors (e.g. RegNet's widths)
+                with _parameters_on_meta():
+                    model = build(**kwargs)
+    except TypeError as exc:
+        raise UnknownModelError(f"{source}:{name} does not accept {sorted(kwargs)}: {exc}") from None
+    unknown = set(kwargs) - accepted_kwargs(source, name, type(model))
+    if unknown:
+        raise UnknownModelError(f"{source}:{name} has no constructor argument {sorted(unknown)}")
+    return model.eval()
+

@@ -18,7 +18,6 @@ from agentic_toolkit.agents.analysis import (
 )
 from agentic_toolkit.agents.backends import (
     AnalystBackend,
-    GridBackend,
     ProposalContext,
     make_backend,
 )
@@ -223,14 +222,6 @@ def test_analyst_starts_from_the_base_strategy_and_explores_with_scores():
     ctx3 = ProposalContext(2_000_000_000, BASE, (1.0, 5.0), SCOPES, (rec, rec2), None, 3, 5, True)
     s3, why3 = AnalystBackend().propose(ctx3)
     assert s3.multipliers == {"stage3": 1.25} and "not kept: -10 worse" in why3 and "release 'stage3'" in why3
-
-
-def test_grid_walks_a_fixed_grid():
-    target = int(BASE * 0.5)
-    records = simulate(_curve(2.0), GridBackend(), target)
-    ratios = [r["strategy"]["pruning_ratio"] for r in records]
-    assert ratios[0] == 0.3 and all(round(b - a, 2) == 0.05 for a, b in zip(ratios, ratios[1:], strict=False))
-    assert all(r["strategy"]["multipliers"] == {} for r in records)
 
 
 def test_check_divergence():

@@ -90,13 +90,16 @@ def test_history_file_has_every_revision(r20, tmp_path):
                               log_path=log, plan=plan, progress=False, model_name="r20")
     recs = read_history(log)
     assert [r["type"] for r in recs] == ["header"] + ["revision"] * res.revisions + ["result"]
-    assert recs[0]["model"] == "r20" and recs[0]["backend"] == {"backend": "grid", "grid": recs[0]["backend"]["grid"], "start": 0.3}
+    assert recs[0]["model"] == "r20" and recs[0]["backend"]["backend"] == "grid"
+    assert recs[0]["backend"]["low"] == 0.0 and recs[0]["backend"]["high"] == "max_layer_ratio"
     for i, r in enumerate(recs[1:-1], start=1):
         assert r["revision"] == i and r["prompt"].startswith("You are the Analysis agent")
         assert json.loads(r["raw_reply"])["pruning_ratio"] == r["strategy"]["pruning_ratio"]
         assert r["achieved_macs"] > 0 and r["error_pct"] == pytest.approx(100 * (r["achieved_macs"] / res.target_macs - 1), abs=1e-6)
     ratios = [r["strategy"]["pruning_ratio"] for r in recs[1:-1]]
-    assert ratios[0] == 0.3 and all(abs(abs(b - a) - 0.05) < 1e-9 for a, b in zip(ratios, ratios[1:], strict=False))
+    # the grid bisects [0, max_layer_ratio]: the midpoint first, then halving steps
+    steps = [abs(b - a) for a, b in zip(ratios, ratios[1:], strict=False)]
+    assert ratios[0] == pytest.approx(0.45) and all(s == pytest.approx(0.45 / 2 ** (k + 1)) for k, s in enumerate(steps))
     assert recs[-1]["revisions"] == res.revisions and recs[-1]["converged"] == res.converged
     assert list(res.history["revision"]) == list(range(1, res.revisions + 1))
     with pytest.raises(ToolkitError, match="already exists; pass resume=True"):

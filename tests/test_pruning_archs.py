@@ -64,7 +64,7 @@ def test_layers_that_break_when_pruned_are_found_and_kept():
 
 
 def test_graph_that_never_finishes_gives_a_clear_error(monkeypatch):
-    import agentic_toolkit.pruning.groups as groups_module
+    import agentic_toolkit.pruning.model_utils as groups_module
     from agentic_toolkit.pruning.plan import NothingToPruneError
 
     monkeypatch.setattr(groups_module, "GRAPH_TIME_LIMIT_S", 1e-3)
@@ -78,7 +78,7 @@ def test_time_limit_works_in_a_worker_thread_and_scales_with_size(monkeypatch):
     models get a larger allowance."""
     import threading
 
-    import agentic_toolkit.pruning.groups as groups_module
+    import agentic_toolkit.pruning.model_utils as groups_module
     from agentic_toolkit.pruning.plan import NothingToPruneError
 
     small, large = create_model("cifar_resnet20"), create_model("cifar_resnet56")

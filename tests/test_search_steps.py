@@ -32,7 +32,7 @@ def weight_mass(model) -> float:
 # two searches that both run three revisions: the grid walking toward a far target (paper
 # setting), and the analyst exploring around an in-band candidate with an evaluator
 CASES = {
-    "grid": dict(backend="grid", solve_budget=False, fraction=0.3),
+    "grid": dict(backend="grid", solve_budget=False, fraction=0.25),
     "analyst_scored": dict(backend="analyst", solve_budget=True, fraction=0.5, evaluator=weight_mass, patience=5),
 }
 

@@ -17,7 +17,8 @@ The training data are always sharded by a DistributedSampler (also with one proc
 a run on N processes sees the same global batches as a run on one, and with ``--freeze-bn``
 (or ``--sync-bn`` on GPUs) computes the same updates up to floating-point summation order.
 Only rank 0 prints and writes ``--out`` (history.csv, summary.json, model.safetensors) and
-the checkpoints.
+the checkpoints. With ``--pruned DIR``, ``--out`` is also a pruned-model folder
+(strategy.json, history.json, meta.json from DIR) that ``load_pruned`` reads.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--checkpoint-dir", type=Path, default=None)
     o.add_argument("--resume", action="store_true")
-    o.add_argument("--out", type=Path, default=None, help="folder for history.csv, summary.json, weights")
+    o.add_argument("--out", type=Path, default=None, help="folder for history.csv, summary.json, weights "
+                   "(with --pruned: also a folder load_pruned reads)")
     o.add_argument("--no-progress", action="store_true")
 
 
@@ -204,16 +206,28 @@ def train(args: argparse.Namespace) -> dict:
         "recipe": recipe.to_dict(),
     }
     if D.is_main_process() and args.out is not None:
-        from safetensors.torch import save_file
-
-        args.out.mkdir(parents=True, exist_ok=True)
-        result.history.to_csv(args.out / "history.csv", index=False)
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(args.out / "model.safetensors"))
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _write_out(args, model, result, summary)
     if D.is_main_process():
         print(json.dumps(summary), flush=True)
     return summary
+
+
+def _write_out(args: argparse.Namespace, model: torch.nn.Module, result, summary: dict) -> None:
+    """``--out``: history.csv, summary.json and the weights; for a ``--pruned`` model a folder
+    ``load_pruned`` reads (the pruned folder's strategy/history/meta + fine-tuned weights)."""
+    from safetensors.torch import save_file
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    result.history.to_csv(args.out / "history.csv", index=False)
+    if args.pruned is not None:
+        from ..pruning.persist import write_pruned_dir
+
+        write_pruned_dir(args.out, model, args.pruned,
+                         note=f"fine-tuned {result.epochs} epochs (agentic_toolkit.cli.finetune)")
+    else:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(args.out / "model.safetensors"))
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:

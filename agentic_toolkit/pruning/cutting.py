@@ -4,7 +4,8 @@ Channels are removed with torch-pruning's own layer pruning functions, from inde
 recorded when the plan was built (:meth:`CuttingMixin._record_groups`), so a copy of the
 model needs no dependency graph of its own. :meth:`CuttingMixin._validate` prunes
 meta-device copies by one unit per group and marks groups whose cut breaks the forward
-pass as unsupported (bisection over the groups).
+pass as unsupported (bisection over the groups). :func:`replay_history` prunes a freshly
+built model by a saved pruning history (``load_pruned``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
+import torch_pruning as tp
 
 from ..errors import ToolkitError
 from .attention import sync_attention_attributes
-from .groups import ChannelGroup, Member
+from .groups import ChannelGroup, Member, index_bound, pruning_group, refresh_index_mapping
 from .mac_model import Key
 from .model_utils import copy_sharing_tensors, meta_copy, meta_forward_error, unshare_tensors
 from .ranking import Selection
@@ -216,3 +218,19 @@ class CuttingMixin:
             if g.attention:
                 out[g.attention] = g.num_heads - sel.removed_heads.get(g.index, 0)
         return out
+
+
+def replay_history(graph: tp.DependencyGraph, history: list) -> None:
+    """Prune the graph's model by a pruning history (``[root layer, is output, root
+    indices]`` per group), as torch-pruning's ``load_pruning_history`` does but with the
+    guarded traversal of :func:`pruning_group`."""
+    modules = dict(graph.model.named_modules())
+    bound = index_bound(graph)
+    for name, is_out, idxs in history:
+        if name not in modules:
+            raise KeyError(f"no layer '{name}' in the model")
+        module = modules[name]
+        pruner = graph.get_pruner_of_module(module)
+        fn = pruner.prune_out_channels if is_out else pruner.prune_in_channels
+        refresh_index_mapping(graph)  # widths changed with the previous group
+        pruning_group(graph, module, fn, list(idxs), bound).prune(record_history=False)

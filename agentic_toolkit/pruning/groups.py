@@ -21,17 +21,17 @@ Traps handled here (torch-pruning 1.6):
   of its traversal (:func:`pruning_group`) that refreshes the index mappings once instead
   of once per group, and stops a group whose index list outgrows any dimension of the
   model (:class:`GroupDiverged`); such a group is reported and never pruned.
-- Grouping may take long (or forever, e.g. ReXNet): :func:`time_limit` bounds it in CPU
-  seconds of the calling thread, checked cooperatively, so it works in worker threads and
-  on a busy machine; :func:`graph_time_limit` scales the allowance with the model's size.
+- Its per-node index-mapping updates raise on some graphs (ShuffleNetV2, torchvision
+  Swin-S/B): guarded (:func:`_guarded`); groups through such a node are never pruned.
+- Grouping may take long (or forever, e.g. ReXNet): :func:`.model_utils.time_limit` bounds
+  it in CPU seconds of the calling thread, checked cooperatively (:func:`check_time`), so
+  it works in worker threads and on a busy machine; :func:`.model_utils.graph_time_limit`
+  scales the allowance with the model's size.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -40,54 +40,24 @@ from fractions import Fraction
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from torch.autograd.graph import saved_tensors_hooks
 from torch_pruning import _helpers as tp_helpers
 from torch_pruning.dependency import Dependency, Group
 from torch_pruning.dependency import index_mapping as tp_index_mapping
 from torch_pruning.pruner import function as tp_function
 
+from .model_utils import GraphTimeout, check_time, graph_time_limit, time_limit
+
+__all__ = ["GraphTimeout", "check_time", "graph_time_limit", "time_limit"]  # re-exported (plan.py)
+
 ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-GRAPH_TIME_LIMIT_S = 300  # CPU seconds for any model (torch-pruning loops on some graphs) ...
-GRAPH_TIME_PER_MODULE_S = 0.5  # ... plus this much per module, so large models get longer
 INDEX_BOUND_FACTOR = 4  # a dependency carrying more indices than this x the widest dimension diverged
 _log = logging.getLogger(__name__)
-_deadline = threading.local()
-
-
-class GraphTimeout(Exception):
-    """Raised by :func:`check_time` inside a :func:`time_limit` block that ran out of time."""
 
 
 class GroupDiverged(Exception):
-    """torch-pruning's index mapping grows without bound for this group (a reshape cycle)."""
-
-
-def graph_time_limit(model: nn.Module) -> float:
-    """CPU seconds allowed for grouping ``model``'s channels: a base allowance plus a
-    per-module one (graph size, not the machine's load, decides how long grouping takes)."""
-    return GRAPH_TIME_LIMIT_S + GRAPH_TIME_PER_MODULE_S * sum(1 for _ in model.modules())
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Let the block use at most ``seconds`` of this thread's CPU time: :func:`check_time`
-    (called while grouping) raises :class:`GraphTimeout` once it is spent.
-
-    Cooperative, so it works in any thread (no signals); CPU time rather than wall time, so
-    a busy machine slows the block down without making it time out.
-    """
-    previous = getattr(_deadline, "value", None)
-    _deadline.value = time.thread_time() + seconds if seconds > 0 else None
-    try:
-        yield
-    finally:
-        _deadline.value = previous
-
-
-def check_time() -> None:
-    """Raise :class:`GraphTimeout` when the enclosing :func:`time_limit` is spent."""
-    limit = getattr(_deadline, "value", None)
-    if limit is not None and time.thread_time() > limit:
-        raise GraphTimeout()
+    """torch-pruning cannot enumerate this group: its index lists grow without bound (a
+    reshape cycle) or an index mapping fails."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +100,14 @@ class ChannelGroup:
         return not self.protected_by and not self.unsupported
 
 
+def _placeholder(t: torch.Tensor) -> tuple:
+    return tuple(t.shape), t.dtype
+
+
+def _unpack(saved: tuple) -> torch.Tensor:
+    return torch.empty(saved[0], dtype=saved[1], device="meta")
+
+
 def build_graph(model: nn.Module, example_inputs, ignored_params: list[nn.Parameter] | None = None) -> tp.DependencyGraph:
     """torch-pruning's dependency graph, built without changing the model.
 
@@ -139,7 +117,10 @@ def build_graph(model: nn.Module, example_inputs, ignored_params: list[nn.Parame
     1-tuple; a failed trace leaves its forward hooks on the model, so we remove them. The
     graph is traced through autograd, so frozen parameters (``requires_grad=False``, e.g.
     a teacher after distillation or a frozen backbone) would drop out of it: they are
-    unfrozen for the trace and frozen again afterwards.
+    unfrozen for the trace and frozen again afterwards. The graph keeps the trace's
+    ``grad_fn`` chain (torch-pruning reads sizes and dims from it) but never runs backward,
+    so the activations autograd would save for it are replaced by shape placeholders
+    (otherwise they stay in memory as long as the plan: 0.8 GB for ViT-H/14).
     """
     was_training = model.training
     hooks_before = {id(m): set(m._forward_hooks) for m in model.modules()}
@@ -149,7 +130,7 @@ def build_graph(model: nn.Module, example_inputs, ignored_params: list[nn.Parame
     try:
         for p in frozen:
             p.requires_grad_(True)
-        with torch.enable_grad(), warnings.catch_warnings():
+        with torch.enable_grad(), warnings.catch_warnings(), saved_tensors_hooks(_placeholder, _unpack):
             warnings.simplefilter("ignore")  # unwrapped-parameter notices: expected for ViT tokens
             return tp.DependencyGraph().build_dependency(
                 model, example_inputs=example_inputs, verbose=False, ignored_params=list(ignored_params or [])
@@ -163,11 +144,15 @@ def build_graph(model: nn.Module, example_inputs, ignored_params: list[nn.Parame
                 del m._forward_hooks[key]
 
 
-def _dim_size(graph: tp.DependencyGraph, target, is_out: bool) -> int | None:
-    pruner = graph.get_pruner_of_module(target)
+def _dim_size(graph: tp.DependencyGraph, node, is_out: bool) -> int | None:
+    """Size of the dimension a node prunes. Pruners of parameters and norms read a shared
+    ``pruning_dim`` that torch-pruning sets per call: set it to this node's first (else a
+    ``pos_embed`` read after a 1-d bias reports its batch dimension)."""
+    pruner = graph.get_pruner_of_module(node.module)
     if pruner is None:
         return None
-    return pruner.get_out_channels(target) if is_out else pruner.get_in_channels(target)
+    pruner.pruning_dim = node.pruning_dim
+    return pruner.get_out_channels(node.module) if is_out else pruner.get_in_channels(node.module)
 
 
 def _channel_groups(graph: tp.DependencyGraph, group, num_heads: dict[nn.Module, int]) -> int:
@@ -207,6 +192,32 @@ def _reroot_attention(graph: tp.DependencyGraph, group, qkv_modules: set, bound:
         if isinstance(m, ROOT_TYPES) and m not in qkv_modules and graph.is_in_channel_pruning_fn(dep.handler):
             return pruning_group(graph, m, dep.handler, list(idxs), bound)
     return None
+
+
+def _guarded(update):
+    """torch-pruning's per-node index-mapping update, made safe: it raises on some graphs
+    (ShuffleNetV2's channel shuffle divides by a zero width; torchvision Swin-S/B sums a
+    concat of unknown widths), which would stop the whole build. The node then keeps no
+    mapping and is recorded in ``graph._toolkit_unmapped``; groups through it are never
+    pruned (:func:`_channel_group`)."""
+    if getattr(update, "_toolkit_guarded", False):
+        return update
+
+    def guarded(graph, node):
+        try:
+            update(graph, node)
+        except Exception as exc:  # noqa: BLE001 - recorded, the group is reported
+            if not hasattr(graph, "_toolkit_unmapped"):
+                graph._toolkit_unmapped = {}
+            graph._toolkit_unmapped[node] = f"{type(exc).__name__}: {exc}"
+
+    guarded._toolkit_guarded = True
+    return guarded
+
+
+for _name in ("update_concat_index_mapping", "update_split_index_mapping", "update_reshape_index_mapping",
+              "update_unbind_index_mapping", "update_expand_index_mapping", "update_slice_index_mapping"):
+    setattr(tp_index_mapping, _name, _guarded(getattr(tp_index_mapping, _name)))
 
 
 def refresh_index_mapping(graph: tp.DependencyGraph) -> None:
@@ -257,14 +268,22 @@ def pruning_group(graph: tp.DependencyGraph, module, pruning_fn, idxs, bound: in
                     continue
                 stride = getattr(mapping, "_stride", 1) if not getattr(mapping, "reverse", True) else 1
                 if len(new_idxs) * stride > bound:
-                    raise GroupDiverged(f"torch-pruning maps its indices without bound at {new_dep.target.name}")
-                new_idxs = mapping(new_idxs)
+                    raise GroupDiverged(
+                        f"torch-pruning maps its indices without bound at {new_dep.target.name} "
+                        "(a reshape cycle it cannot follow)"
+                    )
+                try:
+                    new_idxs = mapping(new_idxs)
+                except Exception as exc:  # e.g. a split whose widths it could not infer
+                    raise GroupDiverged(
+                        f"torch-pruning cannot map its indices at {new_dep.target.name} ({type(exc).__name__}: {exc})"
+                    ) from None
             if not new_idxs or (new_dep.target in visited and group.has_pruning_op(new_dep, new_idxs)):
                 continue
             group.add_dep(new_dep, new_idxs)
             stack.append((new_dep, new_idxs))
             if len(group) > max_items:
-                raise GroupDiverged(f"torch-pruning's group keeps growing at {new_dep.target.name}")
+                raise GroupDiverged(f"torch-pruning's group keeps growing at {new_dep.target.name} (a reshape cycle)")
     return _merged(graph, group)
 
 
@@ -325,6 +344,10 @@ def _channel_group(
             unsupported = f"{name} gets {count} elements for {channels} channels"
         members.append(Member(name, is_out, int(per)))
         coverage[(name, is_out)] += count
+    unmapped = getattr(graph, "_toolkit_unmapped", {})
+    stuck = [n for d, _ in group for n in (d.source, d.target) if n in unmapped]
+    if stuck:
+        unsupported = unsupported or f"torch-pruning cannot map channels through {stuck[0].name} ({unmapped[stuck[0]][:120]})"
     ch_groups = _channel_groups(graph, group, num_heads)
     if channels % ch_groups:
         unsupported = unsupported or f"{channels} channels do not split into {ch_groups} groups"
@@ -355,7 +378,7 @@ def _diverged_group(graph, root: nn.Module, reason: str, index: int) -> ChannelG
         ch_groups=1,
         members=[Member(graph._module2name[root], True, 1)],
         signature="",
-        unsupported=f"{reason} (a reshape cycle it cannot follow)",
+        unsupported=reason,
     )
 
 
@@ -416,7 +439,7 @@ def _member_counts(graph: tp.DependencyGraph, group, sizes: dict) -> dict[tuple[
         is_out = graph.is_out_channel_pruning_fn(dep.handler)
         key = (name, is_out)
         counts[key] += len(idxs)
-        sizes[key] = _dim_size(graph, target, is_out)
+        sizes[key] = _dim_size(graph, dep.target, is_out)
     return counts
 
 
@@ -438,3 +461,4 @@ def _mark_uncovered(groups: list[ChannelGroup], coverage: dict, sizes: dict) -> 
                     f"torch-pruning maps {got} of the {size} {side} elements of '{mem.name}' "
                     "(a reshape it cannot follow)"
                 )
+

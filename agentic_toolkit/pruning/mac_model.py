@@ -61,19 +61,26 @@ class MacModel:
         """Total MACs when the dimensions in ``widths`` have the given sizes."""
         total = self.constant
         for r in self.rows:
-            num, den = r.macs, 1
-            for k in r.keys:
-                w = widths.get(k)
-                if w is None:
-                    continue
-                num *= w
-                den *= self.sizes[k]
-            q, rem = divmod(num, den)
-            if rem:
+            q, exact = scale_macs(r.macs, r.keys, widths, self.sizes)
+            if not exact:
                 self.inexact = True
-                q = (2 * num + den) // (2 * den)
             total += q
         return int(total)
+
+
+def scale_macs(macs: int, keys: tuple, widths: dict, sizes: dict) -> tuple[int, bool]:
+    """``macs`` scaled by ``widths[k] / sizes[k]`` for each of ``keys`` given a width, rounded
+    to the nearest integer; the flag is False when the division was not exact."""
+    num, den = macs, 1
+    for k in keys:
+        w = widths.get(k)
+        if w is not None:
+            num *= w
+            den *= sizes[k]
+    q, rem = divmod(num, den)
+    if rem:
+        return (2 * num + den) // (2 * den), False
+    return q, True
 
 
 def _keys(name: str, module: nn.Module | None) -> tuple[Key, ...]:
@@ -225,16 +232,9 @@ class TpMacModel:
         return int(round(total / self.batch))
 
     def _scale(self, macs: int, keys: tuple[Key, ...], widths: dict[Key, int]) -> int:
-        num, den = macs, 1
-        for k in keys:
-            w = widths.get(k)
-            if w is not None:
-                num *= w
-                den *= self.sizes[k]
-        q, rem = divmod(num, den)
-        if rem:
+        q, exact = scale_macs(macs, keys, widths, self.sizes)
+        if not exact:
             self.inexact = True
-            q = (2 * num + den) // (2 * den)
         return q
 
 

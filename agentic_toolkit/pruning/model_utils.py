@@ -3,17 +3,26 @@
 - :func:`copy_sharing_tensors` / :func:`unshare_tensors`: a deep copy that first shares the
   source's tensors (pruning replaces most of them) and then clones only those left shared;
 - :func:`meta_copy` / :func:`meta_forward_error`: a structural copy on the meta device and a
-  forward pass on it, to check cheaply that a pruned structure still runs.
+  forward pass on it, to check cheaply that a pruned structure still runs;
+- :func:`time_limit` / :func:`check_time` / :func:`graph_time_limit`: the CPU-time limit of
+  building a model's channel groups (cooperative: works in any thread, no signals).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import threading
+import time
 
 import torch
 import torch.nn as nn
 
 from ..errors import ToolkitError
+
+GRAPH_TIME_LIMIT_S = 300  # CPU seconds for any model (torch-pruning loops on some graphs) ...
+GRAPH_TIME_PER_MODULE_S = 0.5  # ... plus this much per module, so large models get longer
+_deadline = threading.local()
 
 
 def as_inputs(example_inputs):
@@ -124,3 +133,36 @@ def meta_forward_error(model: nn.Module, example_inputs) -> str | None:
 def is_under(name: str, roots: set[str]) -> bool:
     parts = name.split(".")
     return any(".".join(parts[:i]) in roots for i in range(1, len(parts) + 1))
+
+
+class GraphTimeout(Exception):
+    """Raised by :func:`check_time` inside a :func:`time_limit` block that ran out of time."""
+
+
+def graph_time_limit(model: nn.Module) -> float:
+    """CPU seconds allowed for grouping ``model``'s channels: a base allowance plus a
+    per-module one (graph size, not the machine's load, decides how long grouping takes)."""
+    return GRAPH_TIME_LIMIT_S + GRAPH_TIME_PER_MODULE_S * sum(1 for _ in model.modules())
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Let the block use at most ``seconds`` of this thread's CPU time: :func:`check_time`
+    (called while grouping) raises :class:`GraphTimeout` once it is spent.
+
+    Cooperative, so it works in any thread (no signals); CPU time rather than wall time, so
+    a busy machine slows the block down without making it time out.
+    """
+    previous = getattr(_deadline, "value", None)
+    _deadline.value = time.thread_time() + seconds if seconds > 0 else None
+    try:
+        yield
+    finally:
+        _deadline.value = previous
+
+
+def check_time() -> None:
+    """Raise :class:`GraphTimeout` when the enclosing :func:`time_limit` is spent."""
+    limit = getattr(_deadline, "value", None)
+    if limit is not None and time.thread_time() > limit:
+        raise GraphTimeout()

@@ -4,28 +4,35 @@ A saved model is a directory:
 
 - ``strategy.json``: the strategy that produced it;
 - ``history.json``: torch-pruning's pruning history (root layer, output pruning?, indices);
-- ``meta.json``: how to rebuild the unpruned model (``toolkit_spec``), the input shape,
-  attention head counts and the measured numbers;
+- ``meta.json``: how to rebuild the unpruned model (``architecture``: source
+  agentic_toolkit/timm/torchvision, name and plain constructor arguments; see
+  :func:`architecture_spec`), the input shape, attention head
+  counts and the measured numbers;
 - ``model.safetensors``: the pruned weights and buffers.
 
-Loading rebuilds the base architecture (``create_model`` from ``toolkit_spec``, or a
-``base_model`` you pass), replays the history through a fresh dependency graph and loads
-the weights strictly; nothing is unpickled.
+Loading rebuilds the base architecture (from ``architecture``, or a ``base_model`` you
+pass), replays the history through a fresh dependency graph and loads the weights
+strictly; nothing is unpickled, and only plain keyword arguments reach a model builder.
+:func:`write_pruned_dir` writes the same folder for a model whose weights changed after
+pruning (e.g. fine-tuned), from the folder it was loaded from.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from ..errors import CheckpointError, ToolkitError
+from ..errors import CheckpointError, ToolkitError, UnknownModelError
+from ..models import accepted_kwargs, as_tuples, build_architecture, check_arch_kwargs, plain_value
 from ..version import __version__
 from .apply import PruneResult, layer_widths
 from .attention import find_attention, sync_attention_attributes
+from .cutting import replay_history
 from .groups import build_graph
 from .strategy import Strategy
 
@@ -33,8 +40,18 @@ FORMAT = 1
 FILES = ("strategy.json", "history.json", "meta.json", "model.safetensors")
 
 
-def save_pruned(path: str | Path, result: PruneResult) -> Path:
-    """Write ``result`` to the directory ``path`` (created; existing files are replaced)."""
+def save_pruned(
+    path: str | Path, result: PruneResult, architecture: str | None = None, architecture_kwargs: dict | None = None
+) -> Path:
+    """Write ``result`` to the directory ``path`` (created; existing files are replaced).
+
+    The base architecture is recorded so that :func:`load_pruned` needs no ``base_model``:
+    found automatically for models from :func:`agentic_toolkit.create_model`,
+    ``timm.create_model`` and torchvision's builders, or given as
+    ``architecture="timm:NAME"`` / ``"torchvision:NAME"`` with ``architecture_kwargs``
+    (plain values only). When it cannot be found, ``meta.json`` says why and loading needs
+    ``base_model=``.
+    """
     from safetensors.torch import save_model
 
     if not isinstance(result, PruneResult):
@@ -42,12 +59,17 @@ def save_pruned(path: str | Path, result: PruneResult) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ToolkitError(f"{out} exists and is not a directory")
+    arch, why = architecture_spec(result.model, architecture, architecture_kwargs, result.base_widths)
+    if architecture and arch is None:
+        raise ToolkitError(f"architecture={architecture!r} does not describe this model: {why}")
     out.mkdir(parents=True, exist_ok=True)
     spec = getattr(result.model, "toolkit_spec", None)
     meta = {
         "format": FORMAT,
         "toolkit_version": __version__,
-        "toolkit_spec": spec if isinstance(spec, dict) else None,
+        "architecture": arch,
+        "architecture_note": why,
+        "toolkit_spec": spec if isinstance(spec, dict) and arch and arch["source"] == "agentic_toolkit" else None,
         "model_class": type(result.model).__name__,
         "input_shape": list(result.input_shape),
         "num_heads": dict(result.num_heads),
@@ -66,6 +88,132 @@ def save_pruned(path: str | Path, result: PruneResult) -> Path:
     return out
 
 
+def write_pruned_dir(path: str | Path, model: nn.Module, source: str | Path, note: str = "") -> Path:
+    """Write ``model`` (a model loaded from the :func:`save_pruned` folder ``source`` and
+    then changed in its weights only, e.g. fine-tuned) as a folder :func:`load_pruned`
+    reads: ``source``'s strategy, history and meta (``note`` added) with ``model``'s weights.
+    ``path`` may be ``source`` itself (its weights are replaced)."""
+    from safetensors.torch import save_file
+
+    src, out = Path(source), Path(path)
+    meta = _read_json(src / "meta.json")
+    texts = {name: (src / name).read_text() for name in ("strategy.json", "history.json")}
+    if note:
+        meta["notes"] = [*meta.get("notes", []), note]
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        (out / name).write_text(text)
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    # own CPU copies: the model may live on a GPU, in channels-last, or tie weights
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+# ------------------------------------------------------------------ recording the architecture
+
+def _mismatch(spec: dict, model: nn.Module, base_widths: dict | None) -> str:
+    """Why ``spec`` does not rebuild ``model``'s (unpruned) architecture, or ""."""
+    label = f"{spec['source']}:{spec['name']}"
+    try:
+        candidate = build_architecture(spec, device="meta")
+    except Exception as exc:  # noqa: BLE001 - reported as the reason
+        return f"{label} cannot be built: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}"
+    if type(candidate) is not type(model):
+        return f"{label} builds a {type(candidate).__name__}, not a {type(model).__name__}"
+    if set(candidate.state_dict()) != set(model.state_dict()):
+        return f"{label} builds different layers than {type(model).__name__}"
+    if base_widths and layer_widths(candidate) != dict(base_widths):
+        return f"{label} builds different layer widths (pass architecture_kwargs=...)"
+    return ""
+
+
+def _attr(model: nn.Module, key: str):
+    value = getattr(model, key, None)
+    if value is None and key == "img_size":  # timm keeps it on the patch embedding
+        value = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    return as_tuples(value) if plain_value(value) and value is not None else None
+
+
+def _derived(source: str, name: str, model: nn.Module, base: dict) -> dict:
+    """``base`` plus every constructor argument whose value, read from the model's
+    attributes, differs from a default build (e.g. ``img_size``, ``drop_rate``)."""
+    spec = {"source": source, "name": name, "kwargs": base}
+    try:
+        default = build_architecture(spec, device="meta")
+    except Exception:  # noqa: BLE001 - keep the base arguments; the check reports the rest
+        return base
+    kwargs = dict(base)
+    for key in sorted(accepted_kwargs(source, name, type(default)) - set(base)):
+        mine, theirs = _attr(model, key), _attr(default, key)
+        if mine is not None and mine != theirs:
+            try:
+                kwargs[key] = check_arch_kwargs({key: mine})[key]
+            except UnknownModelError:
+                continue
+    return kwargs
+
+
+def _candidates(model: nn.Module) -> list[tuple[str, str, dict]]:
+    """Possible ``(source, name, kwargs)`` of a model, most likely first."""
+    spec = getattr(model, "toolkit_spec", None)
+    if isinstance(spec, dict) and spec.get("name"):
+        extra = {"num_classes": spec["num_classes"]} if spec.get("num_classes") is not None else {}
+        return [("agentic_toolkit", spec["name"], {**extra, **check_arch_kwargs(spec.get("kwargs"))})]
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    if isinstance(cfg, dict) and cfg.get("architecture"):
+        nc = getattr(model, "num_classes", None)
+        base = {"num_classes": nc} if isinstance(nc, int) else {}
+        return [("timm", cfg["architecture"], _derived("timm", cfg["architecture"], model, base))]
+    module = type(model).__module__
+    if module.startswith("torchvision.models."):
+        import torchvision
+
+        widths = layer_widths(model)
+        last = list(widths.values())[-1:] or [None]
+        out = []
+        for name in torchvision.models.list_models(module=torchvision.models):
+            if torchvision.models.get_model_builder(name).__module__ == module:
+                base = {"num_classes": last[0]} if last[0] not in (None, 1000) else {}
+                out.append(("torchvision", name, _derived("torchvision", name, model, base)))
+        return out
+    return []
+
+
+def architecture_spec(
+    model: nn.Module, source: str | None = None, kwargs: dict | None = None, base_widths: dict | None = None
+) -> tuple[dict | None, str]:
+    """How to rebuild the unpruned architecture of ``model``: ``({"source", "name",
+    "kwargs"}, "")``, or ``(None, reason)``.
+
+    Found from :func:`create_model`'s tag, timm's ``pretrained_cfg["architecture"]`` or,
+    for torchvision models, the builder of the model's class whose default build matches;
+    ``source="timm:NAME"`` / ``"torchvision:NAME"`` / ``"agentic_toolkit:NAME"`` (with
+    ``kwargs``) says it explicitly. Constructor arguments are read from the model where
+    they differ from a default build; only plain ones are kept (:func:`check_arch_kwargs`).
+    The spec is checked by building it on the meta device: same class, same layers, and
+    the same layer widths as ``base_widths`` (the widths before pruning) when given.
+    """
+    try:
+        if source:
+            src, _, name = source.partition(":")
+            candidates = [(src, name, check_arch_kwargs(kwargs))]
+        else:
+            candidates = _candidates(model)
+    except UnknownModelError as exc:
+        return None, str(exc)
+    reasons = []
+    for src, name, kw in candidates:
+        spec = {"source": src, "name": name, "kwargs": kw}
+        why = _mismatch(spec, model, base_widths)
+        if not why:
+            return spec, ""
+        reasons.append(why)
+    if not reasons:
+        return None, f"{type(model).__name__} was not built by agentic_toolkit, timm or torchvision"
+    return None, reasons[0] if len(reasons) == 1 else f"no builder matches ({'; '.join(reasons[:3])})"
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -80,25 +228,51 @@ def _base_model(meta: dict, base_model: nn.Module | str | None) -> nn.Module:
 
     if isinstance(base_model, nn.Module):
         return copy.deepcopy(base_model)
+    arch = meta.get("architecture")
     if isinstance(base_model, str):
-        return create_model(base_model, num_classes=(meta.get("toolkit_spec") or {}).get("num_classes"))
-    spec = meta.get("toolkit_spec")
+        source, _, name = base_model.rpartition(":")
+        if source:  # "timm:resnet18", "torchvision:resnet18": same arguments as recorded
+            kwargs = (arch or {}).get("kwargs") if (arch or {}).get("name") == name else {}
+            arch = {"source": source, "name": name, "kwargs": kwargs or {}}
+        else:
+            return create_model(base_model, num_classes=(meta.get("toolkit_spec") or {}).get("num_classes"))
+    if isinstance(arch, dict):
+        try:
+            return build_architecture(arch)
+        except UnknownModelError as exc:
+            raise CheckpointError(f"cannot rebuild the base architecture {arch}: {exc}") from None
+    spec = meta.get("toolkit_spec")  # folders written before "architecture" existed
     if not spec or not spec.get("name"):
+        why = meta.get("architecture_note") or "it was not built by agentic_toolkit.create_model"
         raise ToolkitError(
-            f"the saved model ({meta.get('model_class')}) was not built by agentic_toolkit.create_model, "
-            "so its base architecture is unknown: pass base_model=<an unpruned instance> or a model name"
+            f"the saved model ({meta.get('model_class')}) has no recorded base architecture ({why}): "
+            "pass base_model=<an unpruned instance> or a model name such as 'timm:resnet18'"
         )
     return create_model(spec["name"], num_classes=spec.get("num_classes"), **(spec.get("kwargs") or {}))
+
+
+def _load_weights(model: nn.Module, path: Path) -> tuple[list[str], list[str]]:
+    """Load a safetensors file into ``model``: ``(missing, unexpected)`` keys. The model's
+    own state-dict metadata (module versions) goes along, since some modules read it (e.g.
+    torchvision's MNASNet); keys missing only because they share a tensor with a loaded
+    one (tied weights, saved once) do not count."""
+    from safetensors.torch import load_file
+
+    state = OrderedDict(load_file(str(path)))
+    own = model.state_dict()
+    state._metadata = getattr(own, "_metadata", None)  # as torch's own state dicts carry it
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    loaded = {own[k].data_ptr() for k in state if k in own}
+    return [k for k in missing if own[k].data_ptr() not in loaded], list(unexpected)
 
 
 def load_pruned(path: str | Path, base_model: nn.Module | str | None = None) -> PruneResult:
     """Rebuild a model saved by :func:`save_pruned` (in eval mode).
 
-    ``base_model``: an unpruned instance (or model name) to rebuild from, required when
-    the model was not created with :func:`agentic_toolkit.create_model`.
+    ``base_model``: an unpruned instance, or a name (``create_model``'s, or
+    ``"timm:NAME"`` / ``"torchvision:NAME"``) to rebuild from; needed only when the folder
+    records no architecture (``meta.json``'s ``architecture_note`` says why).
     """
-    from safetensors.torch import load_model
-
     from ..profiling.profile import profile_macs
 
     root = Path(path)
@@ -121,8 +295,8 @@ def load_pruned(path: str | Path, base_model: nn.Module | str | None = None) -> 
     graph = build_graph(model, x, tables)
     try:
         with torch.no_grad():
-            graph.load_pruning_history([[n, o, list(idx)] for n, o, idx in history])
-    except Exception as exc:
+            replay_history(graph, [[n, o, list(idx)] for n, o, idx in history])
+    except Exception as exc:  # includes GroupDiverged, a missing layer
         raise CheckpointError(
             f"cannot replay the pruning history of {root} on {type(model).__name__}: {exc}. "
             "Is base_model the same unpruned architecture?"
@@ -133,7 +307,7 @@ def load_pruned(path: str | Path, base_model: nn.Module | str | None = None) -> 
         model, {k: int(v) for k, v in meta.get("num_heads", {}).items()}, {a.name: a.head_dim for a in attention}
     )
     try:
-        missing, unexpected = load_model(model, str(root / "model.safetensors"), strict=False)
+        missing, unexpected = _load_weights(model, root / "model.safetensors")
     except Exception as exc:  # shape mismatch, corrupt file
         raise CheckpointError(f"cannot load {root / 'model.safetensors'}: {exc}") from exc
     if missing or unexpected:

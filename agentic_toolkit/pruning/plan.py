@@ -152,6 +152,7 @@ class PrunePlan(RankingMixin, CuttingMixin):
                 pruner = self.graph.get_pruner_of_module(target)
                 if pruner is None:
                     continue
+                pruner.pruning_dim = mm.pruning_dim  # shared by parameters/norms; torch-pruning sets it per call
                 size = pruner.get_out_channels(target) if is_out else pruner.get_in_channels(target)
                 if size is not None:
                     sizes[(name, is_out)] = int(size)

@@ -1,17 +1,50 @@
-"""Reproducible experiment drivers shared by benchmarks/ scripts and notebooks.
+"""The convergence study: how many revisions each proposer needs to land in the MAC band.
 
-:func:`convergence_study` is the paper's convergence experiment: how many revisions each
-proposer needs to land in the MAC band, with ``solve_budget`` off (the proposer's ratio is
-used as is, the paper's setting) and on (``fit_to_budget`` sets it). The plots are drawn
-from the written tables (:func:`plot_error_trajectories`, :func:`plot_success_rate`), so
-notebook 04 can restyle a figure without re-running the study.
+What is compared, per case (model x target x backend x setting), MACs only (no evaluator:
+a search stops at its first revision in band), at most ``max_revisions`` revisions, band
++1% / -5%:
+
+* **models**: the CIFAR-10 ResNet-20 and ResNet-56 with their trained weights
+  (``create_model(name, pretrained=True)``, 1x3x32x32), and the paper's four ImageNet models
+  (timm ResNet-50, ResNet-101, ConvNeXt-Small, DeiT-Base, 1x3x224x224) at **random init**
+  (seed 0; no ImageNet weights are available offline). Weights matter only through the
+  importance ranking (which channels, hence which layers, lose width first), so the MAC
+  curve of a random-init model is not that of the trained one;
+* **targets**: 30, 40, 50, 60 and 70% of the baseline MACs, plus the paper's absolute targets
+  for the ImageNet models;
+* **backends**: ``grid`` -- a coarse-to-fine grid over the whole feasible ratio range
+  ``[0, max_layer_ratio]`` (:class:`~agentic_toolkit.agents.backends.grid.GridBackend`:
+  revision k tries a point of resolution 0.9/2**k, so any target that a point of resolution
+  0.9/2**R lands in band is reached within R revisions); ``analyst`` -- the offline analyst;
+  ``local_llm`` -- the ``openai`` backend driven by SmolLM2-135M-Instruct on a local
+  llama-cpp-python server (:class:`~agentic_toolkit.studies.local_llm.LocalLLMServer`,
+  ``--n_ctx 8192``), on a subset only (:data:`LLM_MODELS` x :data:`LLM_FRACTIONS`, paper
+  setting): a search with it takes minutes on this machine;
+* **settings**: ``solve_budget=False`` (the proposer's ratio is used as is: the paper's
+  setting; it measures how well a proposer guesses a ratio from the history) and
+  ``solve_budget=True`` (:func:`~agentic_toolkit.fit_to_budget` solves the ratio: every
+  proposer lands in one revision, which measures the solver, not the proposer).
+
+For the LLM column each row also says how much of the search was the LLM's own: revisions
+proposed by it (``own_proposals``), analyst fallbacks after an unusable reply
+(``fallbacks``), repaired replies, repeats replaced by the analyst, the analyst's takeover
+after divergence, and who proposed the first revision in band (``in_band_by``).
+
+:func:`convergence_study` caches every finished case as one JSON line (``cache``), so an
+interrupted run resumes where it stopped; :func:`summarise_convergence` gives the success
+rate and revisions per backend x setting; the plots are drawn from the written tables
+(:func:`plot_error_trajectories`, :func:`plot_success_rate`), so notebook 04 can redraw a
+figure without re-running the study.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,95 +53,338 @@ from tqdm.auto import tqdm
 
 from ..agents.master import run_agentic_pruning
 from ..models import create_model
+from ..paths import PROJECT_ROOT
 from ..pruning.apply import get_plan
 from ..units import format_macs, parse_macs
-from .paper import PAPER_MODELS, PAPER_TARGETS
+from .machine import machine_info, output_dir
+from .paper import IMAGENET_INPUT, PAPER_MODELS, PAPER_TARGETS
 
+#: Bump when a backend or the search changes what a cached case would give.
+STUDY_VERSION = 2
 FRACTIONS = (0.3, 0.4, 0.5, 0.6, 0.7)
+CIFAR_INPUT = (1, 3, 32, 32)
+#: The backend label of the local-LLM column, and the model behind it.
+LLM_BACKEND = "local_llm"
+LLM_NAME = "SmolLM2-135M-Instruct (llama-cpp-python server, openai backend)"
+#: The LLM column's cases: these models x these fractions, in these settings.
+LLM_MODELS = ("cifar_resnet20", "cifar_resnet56")
+LLM_FRACTIONS = (0.3, 0.5, 0.7)
+LLM_SOLVE_BUDGET = (False,)
 #: Line colour per backend in the plots.
-BACKEND_COLORS = {"grid": "tab:orange", "analyst": "tab:blue", "anthropic": "tab:purple", "openai": "tab:green"}
+BACKEND_COLORS = {"grid": "tab:orange", "analyst": "tab:blue", LLM_BACKEND: "tab:green",
+                  "anthropic": "tab:purple", "openai": "tab:olive"}
+#: The key of a case in the cache (with ``study_version``, ``tolerance`` and ``max_revisions``).
+CASE_KEY = ("model", "weights", "target", "backend", "solve_budget")
+#: The columns of the study table, in order (then the machine columns).
+COLUMNS = (
+    "model", "weights", "input", "target", "target_macs", "target_fraction", "base_macs",
+    "backend", "llm", "solve_budget", "converged", "revisions", "first_in_band", "in_band_by",
+    "in_band_by_self",
+    "achieved_macs", "error_pct", "stop_reason", "own_proposals", "fallbacks", "repaired", "repeats",
+    "takeover", "proposers", "ratios", "errors_pct", "llm_seconds", "seconds", "tolerance", "max_revisions",
+    "study_version",
+)
 
 
-def study_targets(model: str, fractions: Sequence[float] = FRACTIONS, smoke: bool = False) -> list[tuple[str, float | str]]:
-    """(label, target) pairs: fractions of the baseline, then the paper's absolute targets."""
-    targets: list[tuple[str, float | str]] = [(f"{round(f * 100)}%", f) for f in fractions]
-    targets += [(t, t) for t in PAPER_TARGETS.get(model, ())]
+@dataclass(frozen=True)
+class StudyModel:
+    """A model of the study: its name, whether its weights are trained, its input and absolute targets."""
+
+    name: str
+    weights: str  # "pretrained" or "random"
+    input_size: tuple[int, ...]
+    paper_targets: tuple[str, ...] = ()
+
+    def build(self) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return create_model(self.name, pretrained=self.weights == "pretrained").eval()
+
+    def example_input(self) -> torch.Tensor:
+        return torch.randn(*self.input_size, generator=torch.Generator().manual_seed(0))
+
+
+CIFAR_MODELS = tuple(StudyModel(m, "pretrained", CIFAR_INPUT) for m in ("cifar_resnet20", "cifar_resnet56"))
+IMAGENET_MODELS = tuple(StudyModel(m, "random", IMAGENET_INPUT, tuple(PAPER_TARGETS.get(m, ()))) for m in PAPER_MODELS)
+#: Every model of the full study, in order.
+STUDY_MODELS = CIFAR_MODELS + IMAGENET_MODELS
+#: The model of the smoke study.
+SMOKE_MODELS = ("cifar_resnet20",)
+
+
+def study_model(spec: str | StudyModel) -> StudyModel:
+    """A :class:`StudyModel` for a name (one of :data:`STUDY_MODELS`, else random init at 224x224)."""
+    if isinstance(spec, StudyModel):
+        return spec
+    known = {m.name: m for m in STUDY_MODELS}
+    if spec in known:
+        return known[spec]
+    cifar = spec.startswith("cifar_")
+    return StudyModel(spec, "pretrained" if cifar else "random", CIFAR_INPUT if cifar else IMAGENET_INPUT,
+                      tuple(PAPER_TARGETS.get(spec, ())))
+
+
+def study_targets(model: str | StudyModel, fractions: Sequence[float] = FRACTIONS,
+                  smoke: bool = False) -> list[tuple[str, float | str]]:
+    """(label, target) pairs: fractions of the baseline, then the paper's absolute targets
+    (smoke: the middle and the last one)."""
+    m = study_model(model)
+    targets: list[tuple[str, float | str]] = [(f"{round(f * 100)}%", float(f)) for f in fractions]
+    targets += [(t, t) for t in m.paper_targets]
     return [targets[len(targets) // 2], targets[-1]] if smoke and len(targets) > 2 else targets
 
 
+def study_cases(
+    models: Iterable[str | StudyModel] | None = None,
+    backends: Sequence[str] = ("grid", "analyst"),
+    *,
+    fractions: Sequence[float] = FRACTIONS,
+    solve_budget_modes: Sequence[bool] = (False, True),
+    llm: bool = False,
+    llm_models: Sequence[str] = LLM_MODELS,
+    llm_fractions: Sequence[float] = LLM_FRACTIONS,
+    llm_solve_budget_modes: Sequence[bool] = LLM_SOLVE_BUDGET,
+    smoke: bool = False,
+) -> list[dict]:
+    """Every case of the study, in the order it runs: the planner backends on every model x
+    target x setting first, then (``llm``) the LLM column on ``llm_models`` x ``llm_fractions``
+    (smoke: one case). Each case is a dict with the :data:`CASE_KEY` fields, ``spec`` (the
+    target as given) and ``study_model``."""
+    ms = [study_model(m) for m in (models if models is not None else (SMOKE_MODELS if smoke else STUDY_MODELS))]
+    cases = []
+    for m in ms:
+        for label, target in study_targets(m, fractions, smoke):
+            for sb in solve_budget_modes:
+                for backend in backends:
+                    cases.append({"model": m.name, "weights": m.weights, "target": label, "spec": target,
+                                  "backend": backend, "solve_budget": bool(sb), "study_model": m})
+    if llm:
+        llm_cases = []
+        for m in ms:
+            if m.name not in llm_models:
+                continue
+            for label, target in study_targets(m, llm_fractions):
+                if isinstance(target, str):
+                    continue
+                for sb in llm_solve_budget_modes:
+                    llm_cases.append({"model": m.name, "weights": m.weights, "target": label, "spec": target,
+                                      "backend": LLM_BACKEND, "solve_budget": bool(sb), "study_model": m})
+        cases += llm_cases[len(llm_cases) // 2: len(llm_cases) // 2 + 1] if smoke else llm_cases
+    return cases
+
+
+def case_key(case: dict, tolerance: Sequence[float], max_revisions: int) -> str:
+    """The cache key of a case: its :data:`CASE_KEY` fields and the settings that decide its outcome."""
+    key = {k: case[k] for k in CASE_KEY}
+    key.update(tolerance=list(map(float, tolerance)), max_revisions=int(max_revisions), study_version=STUDY_VERSION)
+    return json.dumps(key, sort_keys=True)
+
+
+def read_cache(path: str | Path | None) -> dict[str, dict]:
+    """``{case key: row}`` of a study cache (JSON lines; a torn last line is ignored)."""
+    rows: dict[str, dict] = {}
+    if path is None or not Path(path).is_file():
+        return rows
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by a kill
+        if isinstance(entry, dict) and "key" in entry and "row" in entry:
+            rows[entry["key"]] = entry["row"]
+    return rows
+
+
+def default_cache(smoke: bool = False) -> Path:
+    """Where the study caches finished cases: ``runs/convergence_cases.jsonl`` (git-ignored;
+    smoke: ``data/smoke/convergence_cases.jsonl``)."""
+    return output_dir(True) / "convergence_cases.jsonl" if smoke else PROJECT_ROOT / "runs" / "convergence_cases.jsonl"
+
+
+def llm_available() -> str | None:
+    """None when the local LLM column can run, else why not (llama-cpp-python or the model missing)."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python is not installed (pip install -e \".[local-llm]\")"
+    try:
+        from .local_llm import find_gguf
+
+        find_gguf()
+    except Exception as exc:  # noqa: BLE001 - any failure to find the model skips the column
+        return str(exc)
+    return None
+
+
+def _row(case: dict, res, base: int, target_macs: int, seconds: float, tolerance, max_revisions) -> dict:
+    revs = res.records
+    engine = res.backend
+    first = next((r for r in revs if r.get("in_band")), None)
+    m: StudyModel = case["study_model"]
+    row = {
+        "model": case["model"], "weights": case["weights"], "input": "x".join(map(str, m.input_size)),
+        "target": case["target"], "target_macs": target_macs, "target_fraction": round(target_macs / base, 4),
+        "base_macs": base, "backend": case["backend"], "llm": LLM_NAME if case["backend"] == LLM_BACKEND else "",
+        "solve_budget": case["solve_budget"], "converged": bool(res.converged), "revisions": res.revisions,
+        "first_in_band": res.first_in_band, "in_band_by": None if first is None else first.get("proposer"),
+        "in_band_by_self": first is not None and first.get("proposer") == engine,
+        "achieved_macs": res.macs, "error_pct": None if res.error_pct is None else round(res.error_pct, 4),
+        "stop_reason": res.stop_reason,
+        "own_proposals": sum(r.get("proposer") == engine for r in revs),
+        "fallbacks": sum(bool(r.get("fallback")) for r in revs),
+        "repaired": sum(bool(r.get("repaired")) for r in revs),
+        "repeats": sum(r.get("llm_proposed") is not None for r in revs),
+        "takeover": sum(bool(r.get("takeover")) for r in revs),
+        "proposers": json.dumps([r.get("proposer") for r in revs]),
+        "ratios": json.dumps([(r.get("strategy") or {}).get("pruning_ratio") for r in revs]),
+        "errors_pct": json.dumps([None if r.get("error_pct") is None else round(r["error_pct"], 4) for r in revs]),
+        "llm_seconds": round(sum(float(r.get("llm_seconds") or 0) for r in revs), 1),
+        "seconds": round(seconds, 2),
+        "tolerance": json.dumps(list(map(float, tolerance))), "max_revisions": int(max_revisions),
+        "study_version": STUDY_VERSION,
+    }
+    return {**row, **machine_info()}
+
+
+def _llm_backend(url: str, alias: str):
+    from ..agents.backends import make_backend
+
+    return make_backend("openai", base_url=url, model=alias, timeout=300.0, retries=1, max_tokens=512, seed=0)
+
+
 def convergence_study(
-    models: Iterable[str] = PAPER_MODELS,
+    models: Iterable[str | StudyModel] | None = None,
     backends: Sequence[str] = ("grid", "analyst"),
     *,
     fractions: Sequence[float] = FRACTIONS,
     solve_budget_modes: Sequence[bool] = (False, True),
     tolerance: tuple[float, float] = (1.0, 5.0),
     max_revisions: int = 5,
-    input_size: tuple[int, ...] = (1, 3, 224, 224),
+    llm: bool | str = False,
+    llm_models: Sequence[str] = LLM_MODELS,
+    llm_fractions: Sequence[float] = LLM_FRACTIONS,
+    llm_solve_budget_modes: Sequence[bool] = LLM_SOLVE_BUDGET,
+    llm_log_dir: str | Path | None = None,
+    cache: str | Path | None | bool = True,
     smoke: bool = False,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Run every model x target x solve_budget x backend search (MACs only, no evaluator).
+    """Run every case of :func:`study_cases` (MACs only, no evaluator); one row per case.
 
-    Models are random-init (seed 0); one pruning plan per model is shared by its searches.
-    Returns one row per search with the per-revision ratios and errors as JSON lists.
+    ``models``: names or :class:`StudyModel` (default: :data:`STUDY_MODELS`; smoke:
+    :data:`SMOKE_MODELS`, two targets each). ``llm``: False (no LLM column), True (start the
+    local SmolLM2-135M server once for the whole column; the column is skipped, with a
+    printed note, when llama-cpp-python or the model is missing) or the base URL of an
+    OpenAI-compatible server already running. Each LLM search's history (prompts, raw
+    replies) goes to ``llm_log_dir`` (default: ``runs/convergence_llm/``; smoke:
+    ``data/smoke/convergence_llm/``). ``cache``: True (:func:`default_cache`), a path, or
+    False/None (no cache); each finished case is appended as one JSON line and a later call
+    skips the cases found there (same case, tolerance, max_revisions and
+    :data:`STUDY_VERSION`). One pruning plan per model is shared by its searches. Returns the
+    rows of the requested cases in :func:`study_cases` order, with the per-revision
+    proposers, ratios and errors as JSON lists and the machine columns of the run that
+    computed each row.
     """
-    models = list(models)
-    jobs = {m: study_targets(m, fractions, smoke) for m in models}
-    total = sum(len(t) for t in jobs.values()) * len(backends) * len(solve_budget_modes)
-    rows = []
-    with tqdm(total=total, desc="convergence", unit="search", disable=not progress) as bar:
-        for name, targets in jobs.items():
-            torch.manual_seed(0)
-            model = create_model(name)
-            x = torch.randn(*input_size, generator=torch.Generator().manual_seed(0))
-            plan = get_plan(model, x)
-            base = int(plan.base_macs)
-            for label, target in targets:
-                target_macs = int(round(target * base)) if isinstance(target, float) else parse_macs(target)
-                for solve_budget in solve_budget_modes:
-                    for backend in backends:
-                        t0 = time.perf_counter()
-                        res = run_agentic_pruning(
-                            model, target_macs, x, tolerance=tolerance, max_revisions=max_revisions,
-                            backend=backend, solve_budget=solve_budget, progress=False, model_name=name, plan=plan,
-                        )
-                        revs = res.records
-                        rows.append({
-                            "model": name, "target": label, "target_macs": target_macs,
-                            "target_fraction": round(target_macs / base, 4), "base_macs": base,
-                            "backend": backend, "solve_budget": solve_budget, "converged": res.converged,
-                            "revisions": res.revisions, "first_in_band": res.first_in_band,
-                            "achieved_macs": res.macs,
-                            "error_pct": None if res.error_pct is None else round(res.error_pct, 4),
-                            "stop_reason": res.stop_reason,
-                            "fallbacks": sum(bool(r.get("fallback")) for r in revs),
-                            "ratios": json.dumps([(r.get("strategy") or {}).get("pruning_ratio") for r in revs]),
-                            "errors_pct": json.dumps(
-                                [None if r.get("error_pct") is None else round(r["error_pct"], 4) for r in revs]
-                            ),
-                            "wall_s": round(time.perf_counter() - t0, 2),
-                        })
-                        bar.update(1)
-                        bar.set_postfix_str(f"{name} {label} {backend} -> {format_macs(res.macs or 0)}", refresh=False)
-            del model, plan
-    return pd.DataFrame(rows)
+    want_llm = bool(llm)
+    if want_llm and not isinstance(llm, str):
+        why = llm_available()
+        if why:
+            print(f"local LLM column skipped: {why}")
+            want_llm = False
+    cases = study_cases(models, backends, fractions=fractions, solve_budget_modes=solve_budget_modes,
+                        llm=want_llm, llm_models=llm_models, llm_fractions=llm_fractions,
+                        llm_solve_budget_modes=llm_solve_budget_modes, smoke=smoke)
+    cache_path = default_cache(smoke) if cache is True else (Path(cache) if cache else None)
+    done = read_cache(cache_path)
+    keys = [case_key(c, tolerance, max_revisions) for c in cases]
+    todo = [(c, k) for c, k in zip(cases, keys, strict=True) if k not in done]
+    log_dir = Path(llm_log_dir) if llm_log_dir else (output_dir(smoke) / "convergence_llm" if smoke
+                                                     else PROJECT_ROOT / "runs" / "convergence_llm")
+    server = None
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tqdm(total=len(cases), initial=len(cases) - len(todo), desc="convergence", unit="search",
+                  disable=not progress) as bar:
+            current: tuple[str, Any] | None = None
+            for case, key in todo:
+                m: StudyModel = case["study_model"]
+                if current is None or current[0] != m.name:
+                    current = None  # free the last model first
+                    model, x = m.build(), m.example_input()
+                    current = (m.name, (model, x, get_plan(model, x)))
+                model, x, plan = current[1]
+                base = int(plan.base_macs)
+                spec = case["spec"]
+                target_macs = int(round(spec * base)) if isinstance(spec, float) else parse_macs(spec)
+                options: dict[str, Any] = {}
+                if case["backend"] == LLM_BACKEND:
+                    if isinstance(llm, str):
+                        url, alias = llm, "SmolLM2-135M-Instruct"
+                    else:
+                        if server is None:
+                            from .local_llm import LocalLLMServer
+
+                            server = LocalLLMServer(n_ctx=8192).start()
+                        url, alias = server.url, server.alias
+                    log_dir.mkdir(parents=True, exist_ok=True)
+                    log = log_dir / f"{m.name}_{case['target'].rstrip('%')}_sb{int(case['solve_budget'])}.jsonl"
+                    log.unlink(missing_ok=True)  # a case is redone whole, never resumed mid-search
+                    options = dict(backend=_llm_backend(url, alias), log_path=log)
+                else:
+                    options = dict(backend=case["backend"])
+                t0 = time.perf_counter()
+                res = run_agentic_pruning(
+                    model, target_macs, x, tolerance=tolerance, max_revisions=max_revisions,
+                    solve_budget=case["solve_budget"], progress=False, model_name=m.name, plan=plan, **options,
+                )
+                row = _row(case, res, base, target_macs, time.perf_counter() - t0, tolerance, max_revisions)
+                done[key] = row
+                if cache_path is not None:
+                    with open(cache_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps({"key": key, "row": row}, default=str) + "\n")
+                bar.update(1)
+                bar.set_postfix_str(f"{m.name} {case['target']} {case['backend']} -> {format_macs(res.macs or 0)}",
+                                    refresh=False)
+    finally:
+        if server is not None:
+            server.stop()
+    rows = [done[k] for k in keys]
+    return pd.DataFrame(rows, columns=[*COLUMNS, *[c for c in (rows[0] if rows else {}) if c not in COLUMNS]])
 
 
 def summarise_convergence(df: pd.DataFrame) -> pd.DataFrame:
-    """Success rate and revisions per backend and solve_budget setting."""
+    """Success rate and revisions per backend x setting: over all of each backend's cases
+    (``subset="all"``), and over the LLM column's cases only (``subset="LLM cases"``, every
+    backend that ran them) so the LLM is compared on the same cases."""
     rows = []
-    for (backend, sb), g in df.groupby(["backend", "solve_budget"], sort=False):
+
+    def add(g: pd.DataFrame, backend: str, sb: bool, subset: str) -> None:
         ok = g[g["converged"]]
+        own = ok[ok["in_band_by_self"].astype(str).str.lower() == "true"] if "in_band_by_self" in ok else ok
+        revs = int(g["revisions"].sum())
         rows.append({
             "backend": backend,
             "solve_budget": sb,
+            "subset": subset,
             "cases": len(g),
+            "converged": len(ok),
             "success_rate_%": round(100 * len(ok) / len(g), 1),
+            "in_band_by_own_proposal": len(own),
             "mean_revisions_converged": round(ok["first_in_band"].mean(), 2) if len(ok) else None,
             "max_revisions_converged": int(ok["first_in_band"].max()) if len(ok) else None,
             "mean_revisions_all": round(g["revisions"].mean(), 2),
+            "revisions": revs,
+            "own_proposals_%": round(100 * g["own_proposals"].sum() / revs, 1) if "own_proposals" in g and revs else None,
+            "fallbacks": int(g["fallbacks"].sum()),
+            "mean_seconds": round(g["seconds"].mean(), 1) if "seconds" in g else None,
         })
+
+    for (backend, sb), g in df.groupby(["backend", "solve_budget"], sort=False):
+        add(g, backend, sb, "all")
+    llm = df[df["backend"] == LLM_BACKEND]
+    if len(llm):
+        cases = set(map(tuple, llm[["model", "target", "solve_budget"]].itertuples(index=False)))
+        same = df[[tuple(t) in cases for t in df[["model", "target", "solve_budget"]].itertuples(index=False)]]
+        for (backend, sb), g in same.groupby(["backend", "solve_budget"], sort=False):
+            add(g, backend, sb, "LLM cases")
     return pd.DataFrame(rows)
 
 
@@ -123,11 +399,14 @@ def error_trajectories(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_study(path) -> pd.DataFrame:
-    """A study table written by :func:`convergence_study` (``solve_budget`` and ``converged`` as bools)."""
+    """A table written by :func:`convergence_study` or :func:`summarise_convergence`
+    (``solve_budget``, ``converged``, ``in_band_by_self`` as bools)."""
     df = pd.read_csv(path)
-    for col in ("solve_budget", "converged"):
+    for col in ("solve_budget", "converged", "in_band_by_self"):
         if col in df and df[col].dtype != bool:
-            df[col] = df[col].astype(str).str.lower().eq("true")
+            text = df[col].astype(str).str.lower()
+            if text.isin(["true", "false"]).all():  # (the summary's ``converged`` is a count)
+                df[col] = text.eq("true")
     return df
 
 
@@ -146,7 +425,9 @@ def plot_error_trajectories(study: pd.DataFrame, tolerance: tuple[float, float] 
             ax.plot(g["revision"], g["error_pct"], "o-", color=BACKEND_COLORS.get(backend, "grey"),
                     alpha=0.5, ms=3, lw=1)
         for backend in backends:
-            ax.plot([], [], "o-", color=BACKEND_COLORS.get(backend, "grey"), label=backend)
+            n = len(study[(study["backend"] == backend) & (study["solve_budget"] == sb)])
+            if n:
+                ax.plot([], [], "o-", color=BACKEND_COLORS.get(backend, "grey"), label=f"{backend} ({n})")
         ax.set_yscale("symlog", linthresh=5, linscale=1.5)
         ax.set_yticks([-50, -20, -5, 0, 1, 5, 20, 50, 100, 200])
         ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+g}" if v else "0"))
@@ -154,27 +435,72 @@ def plot_error_trajectories(study: pd.DataFrame, tolerance: tuple[float, float] 
         ax.set_xlabel("revision")
         ax.set_title(f"solve_budget={sb}: " + ("proposer's ratio as is (paper)" if not sb else "ratio solved exactly"))
         ax.set_xticks(range(1, max_revisions + 1))
+        ax.legend(loc="upper right", fontsize=8)
     axes[0].set_ylabel("MAC error vs target (%, symlog)")
-    axes[0].legend(loc="upper right", fontsize=8)
     cases = len(study.drop_duplicates(["model", "target"]))
-    fig.suptitle(f"Error trajectories, {cases} cases × {len(backends)} backends "
-                 f"(band +{tolerance[0]:g}% / −{tolerance[1]:g}%)")
+    fig.suptitle(f"Error trajectories, {cases} model×target cases (number of searches per backend in brackets; "
+                 f"band +{tolerance[0]:g}% / −{tolerance[1]:g}%)", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def plot_success_rate(summary: pd.DataFrame, max_revisions: int = 5) -> Any:
-    """Bars: share of searches in band per backend, ratio as proposed vs solved."""
+    """Bars: share of searches in band per backend, ratio as proposed (paper) vs solved; the
+    solid part is the share landed by the backend's own proposal, the faint rest the share
+    landed by an analyst fallback (an LLM's unusable reply or repeat). A second panel compares
+    the backends on the LLM column's cases (when there is one)."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
+    from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    plot_df = summary.assign(setting=summary["solve_budget"].map({False: "ratio as proposed", True: "ratio solved"}))
-    sns.barplot(data=plot_df, x="backend", y="success_rate_%", hue="setting", ax=ax)
-    for c in ax.containers:
-        ax.bar_label(c, fmt="%.0f%%", fontsize=8)
-    ax.set_ylim(0, 110)
-    ax.set_ylabel("searches in band (%)")
-    ax.set_title(f"Convergence within {max_revisions} revisions")
+    if "subset" not in summary:
+        summary = summary.assign(subset="all")
+    subsets = [s for s in ("all", "LLM cases") if (summary["subset"] == s).any()]
+    colors = {False: "tab:blue", True: "tab:orange"}
+    labels = {False: "ratio as proposed (paper)", True: "ratio solved"}
+    fig, axes = plt.subplots(1, len(subsets), figsize=(6 * len(subsets), 3.6), squeeze=False)
+    for ax, subset in zip(axes[0], subsets, strict=True):
+        part = summary[summary["subset"] == subset]
+        backends = list(dict.fromkeys(part["backend"]))
+        for i, backend in enumerate(backends):
+            for sb, dx in ((False, -0.2), (True, 0.2)):
+                r = part[(part["backend"] == backend) & (part["solve_budget"] == sb)]
+                if r.empty:
+                    continue
+                r = r.iloc[0]
+                total = float(r["success_rate_%"])
+                own = 100.0 * float(r.get("in_band_by_own_proposal", r["converged"])) / float(r["cases"])
+                ax.bar(i + dx, total, 0.38, color=colors[sb], alpha=0.3)
+                ax.bar(i + dx, own, 0.38, color=colors[sb])
+                text = f"{total:.0f}%" if abs(own - total) < 0.05 else f"{total:.0f}%\n({own:.0f}% own)"
+                ax.text(i + dx, total + 1.5, text, ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(backends)))
+        ax.set_xticklabels([f"{b}\n({int(part[part['backend'] == b]['cases'].max())} cases)" for b in backends])
+        ax.set_ylim(0, 122)
+        ax.grid(axis="x", visible=False)
+        ax.set_ylabel("searches in band (%)")
+        ax.set_title(("every case" if subset == "all" else "the local LLM's cases only")
+                     + f": in band within {max_revisions} revisions", fontsize=10)
+    handles = [Patch(color=colors[sb], label=labels[sb]) for sb in (False, True)]
+    handles.append(Patch(color="grey", alpha=0.3, label="landed by an analyst fallback"))
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
     fig.tight_layout()
     return fig
+
+
+__all__ = [
+    "FRACTIONS",
+    "LLM_BACKEND",
+    "STUDY_MODELS",
+    "StudyModel",
+    "convergence_study",
+    "default_cache",
+    "error_trajectories",
+    "llm_available",
+    "plot_error_trajectories",
+    "plot_success_rate",
+    "read_cache",
+    "read_study",
+    "study_cases",
+    "study_targets",
+    "summarise_convergence",
+]

@@ -1,8 +1,34 @@
-"""The paper's baseline: walk a fixed grid of global pruning ratios.
+"""The grid baseline: a coarse-to-fine grid over the whole feasible range of the global ratio.
 
-Revision 1 tries ``start``; each later revision moves one grid step in the direction the
-last measured error asks for (too many MACs -> a larger ratio, too few -> a smaller one).
-It never interpolates, so it lands in a narrow band only when a grid point happens to.
+What it searches. Only the global ``pruning_ratio``; the strategy is the base strategy with
+uniform multipliers (its importance, grouping, rounding and ``max_layer_ratio`` as given).
+The ratio range is ``[low, high]``, by default ``[0, max_layer_ratio]`` of the base
+strategy: with uniform multipliers every scope cuts ``min(ratio, max_layer_ratio)`` of its
+channels, so ratio 0 is the unpruned model, any ratio >= ``max_layer_ratio`` the smallest
+model the strategy allows, and every MAC count the budget solver can reach
+(:func:`~agentic_toolkit.fit_to_budget`'s reachable range) is reached by a ratio inside it.
+
+The order it visits points. The grid of resolution ``k`` is the ``2**k - 1`` interior points
+``low + (high - low) * j / 2**k``. Revision 1 tries the midpoint (resolution 1); each later
+revision tries the midpoint of the bracket the measurements leave -- the last ratio whose
+MACs were above the band and the last whose MACs were below it (``low`` and ``high`` until
+one is measured) -- so revision ``k`` visits a point of resolution ``k``: the midpoint,
+then a quarter point, then an eighth point, and so on (a binary search over the dyadic
+grid). A revision in band is proposed again ("keep"), which ends the search.
+
+What it guarantees. MACs fall monotonically with the ratio, so the grid points whose MACs
+are in band are consecutive and always lie inside the bracket. Hence, with ``R`` revisions:
+if any of the ``2**R - 1`` points of resolution ``R`` lands in the band, the grid reaches
+one within ``R`` revisions (at resolution ``(high - low) / 2**R``, e.g. 0.9/32 = 0.028 for
+``R = 5``). A band narrower than the MAC step between two neighbouring points of
+resolution ``R`` may fall between them: the grid then ends out of band, as any grid of
+that resolution would. It never interpolates; that is the analyst's job. (The guarantee is
+the backend's: the Master may stop a search sooner, e.g. its divergence rule -- three
+out-of-band errors alternating in sign without the error halving -- can fire on a bisection
+whose bracket is still shrinking.)
+
+History records measured with another ratio (e.g. a ratio solved to the budget with
+``solve_budget=True``) narrow the bracket the same way; failed revisions (no MACs) do not.
 """
 
 from __future__ import annotations
@@ -10,34 +36,60 @@ from __future__ import annotations
 from ...pruning.strategy import Strategy
 from .base import PlannerBackend, ProposalContext
 
-DEFAULT_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 ... 0.95
+MAX_RATIO = 1.0 - 1e-6  # Strategy.pruning_ratio must stay below 1
+
+
+def bracket(history, band: tuple[float, float], low: float, high: float) -> tuple[float, float]:
+    """``(lo, hi)``: the ratio bracket the measured revisions leave inside ``[low, high]``.
+
+    ``lo`` is the largest ratio measured above the band (too many MACs), ``hi`` the smallest
+    measured below it (too few); revisions without MACs or without a ratio are skipped.
+    """
+    lo, hi = float(low), float(high)
+    for r in history:
+        macs, ratio = r.get("achieved_macs"), (r.get("strategy") or {}).get("pruning_ratio")
+        if macs is None or ratio is None:
+            continue
+        if macs > band[1] and lo < ratio < hi:
+            lo = float(ratio)
+        elif macs < band[0] and lo < ratio < hi:
+            hi = float(ratio)
+    return lo, hi
 
 
 class GridBackend(PlannerBackend):
-    """Fixed-grid baseline (uniform multipliers, the base strategy's importance)."""
+    """Coarse-to-fine grid over ``[low, high]`` (default ``[0, max_layer_ratio]``); see the module docstring.
+
+    ``low`` and ``high`` bound the global ratio; ``high=None`` takes the base strategy's
+    ``max_layer_ratio`` (capped below 1).
+    """
 
     name = "grid"
 
-    def __init__(self, grid: tuple[float, ...] = DEFAULT_GRID, start: float = 0.3):
-        self.grid = tuple(sorted(float(g) for g in grid))
-        self.start = min(self.grid, key=lambda g: abs(g - start))
+    def __init__(self, low: float = 0.0, high: float | None = None):
+        low = float(low)
+        if not 0.0 <= low < 1.0 or (high is not None and not low < float(high) <= 1.0):
+            raise ValueError(f"need 0 <= low < high <= 1; got low={low!r}, high={high!r}")
+        self.low, self.high = low, None if high is None else float(high)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "grid": list(self.grid), "start": self.start}
+        return {"backend": self.name, "order": "coarse-to-fine (binary search over the dyadic grid)",
+                "low": self.low, "high": "max_layer_ratio" if self.high is None else self.high}
+
+    def range(self, base: Strategy) -> tuple[float, float]:
+        """The ratio range ``(low, high)`` searched for ``base``."""
+        high = base.max_layer_ratio if self.high is None else self.high
+        return self.low, min(high, MAX_RATIO)
 
     def propose(self, ctx: ProposalContext) -> tuple[Strategy, str]:
-        measured = [r for r in ctx.history if r.get("achieved_macs")]
         base = ctx.base_strategy.replace(multipliers={})
-        if not measured:
-            return base.replace(pruning_ratio=self.start), f"grid start at ratio {self.start:.2f}"
-        last = measured[-1]
-        ratio = float(last["strategy"]["pruning_ratio"])
-        i = min(range(len(self.grid)), key=lambda k: abs(self.grid[k] - ratio))
-        low, high = ctx.band
-        if last["achieved_macs"] > high:
-            i, why = min(i + 1, len(self.grid) - 1), "above the band: next larger grid ratio"
-        elif last["achieved_macs"] < low:
-            i, why = max(i - 1, 0), "below the band: next smaller grid ratio"
-        else:
-            why = "in band: keep"
-        return base.replace(pruning_ratio=self.grid[i]), f"{why} ({self.grid[i]:.2f})"
+        low, high = self.range(base)
+        measured = [r for r in ctx.history if r.get("achieved_macs") is not None]
+        if measured and measured[-1].get("in_band"):
+            ratio = float(measured[-1]["strategy"]["pruning_ratio"])
+            return base.replace(pruning_ratio=ratio), f"in band: keep ratio {ratio:.4f}"
+        lo, hi = bracket(measured, ctx.band, low, high)
+        ratio = 0.5 * (lo + hi)
+        why = (f"grid over ratio [{low:.3g}, {high:.3g}]: midpoint {ratio:.4f} of the bracket [{lo:.4f}, {hi:.4f}] "
+               f"left by {len(measured)} measured revision(s) (step {(hi - lo) / 2:.4f})")
+        return base.replace(pruning_ratio=ratio), why
