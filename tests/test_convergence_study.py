@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentic_toolkit.studies import convergence as conv
+from agentic_toolkit.studies import convergence_plots
 from agentic_toolkit.studies.machine import MACHINE_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,10 +109,10 @@ def test_summary_compares_the_llm_on_its_own_cases_and_plots(tmp_path):
     conv.summarise_convergence(df).to_csv(path, index=False)
     back = conv.read_study(path)
     assert back["solve_budget"].dtype == bool and back["converged"].tolist() == summary_counts(df)
-    fig = conv.plot_success_rate(back)
+    fig = convergence_plots.plot_success_rate(back)
     assert len(fig.axes) == 2
     plt.close(fig)
-    fig = conv.plot_error_trajectories(df)
+    fig = convergence_plots.plot_error_trajectories(df)
     plt.close(fig)
 
 
