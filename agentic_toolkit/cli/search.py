@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accepted percent above and below the target (default 1 5)")
     parser.add_argument("--counter", default="macs", choices=("macs", "torch_pruning"),
                         help="MAC convention of the target: macs (default) or torch_pruning (count_ops_and_params)")
-    parser.add_argument("--max-revisions", type=int, default=5)
+    parser.add_argument("--max-revisions", type=int, default=None,
+                        help="default: 5 without --proxy-batches, else sized to the timed cost of one candidate")
     parser.add_argument("--no-solve-budget", action="store_true",
                         help="use the proposer's ratio as is (the paper's setting) instead of solving it")
     parser.add_argument("--importance", default=None, help="importance criterion of the base strategy")
