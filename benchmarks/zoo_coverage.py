@@ -23,7 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from agentic_toolkit.studies.machine import output_dir
-from agentic_toolkit.studies.zoo import MEMORY_LIMIT_MIB, TIME_LIMIT_S, supported_architectures, zoo_coverage
+from agentic_toolkit.studies.zoo import (
+    MEMORY_LIMIT_MIB,
+    TIME_LIMIT_S,
+    supported_architectures,
+    zoo_coverage,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,8 @@ OUTPUTS = {
     "bench_speedup.py": "bench_speedup.csv",
     "bench_data.py": "bench_data.csv",
     "convergence.py": "convergence.csv",
+    "zoo_coverage.py": "zoo_coverage.csv",
+    "search_finds_shapes.py": "search_finds_shapes.csv",
 }
 
 

@@ -1,7 +1,8 @@
 """Isomorphic structural pruning to a MAC budget (torch-pruning underneath).
 
 ``strategy`` (what to prune, named presets), ``criteria`` (registered importance criteria),
-``groups`` / ``attention`` (channel groups, head handling), ``importance`` (scores per
+``groups`` / ``traversal`` / ``attention`` (channel groups, a bounded group search, head
+handling), ``importance`` (scores per
 group, guarded), ``scopes`` (named parts a strategy can address), ``mac_model`` (MACs
 predicted from widths), ``plan`` (graph + groups + importance, built once; with
 ``ranking``, ``cutting`` and ``model_utils``), ``apply`` (prune a model), ``budget`` (the

@@ -89,9 +89,11 @@ def sync_attention_attributes(
         if not isinstance(qkv, nn.Linear) or not isinstance(heads, int):
             continue
         heads = int(kept_heads.get(name, heads))
-        attn_dim = qkv.out_features // 3
-        if attn_dim % heads:
-            raise RuntimeError(f"{name}: attention width {attn_dim} is not a multiple of {heads} heads")
+        attn_dim, rest = divmod(qkv.out_features, 3)
+        if rest or attn_dim % heads:
+            if name in kept_heads:
+                raise RuntimeError(f"{name}: attention width {attn_dim} is not a multiple of {heads} heads")
+            continue  # not a fused 3 x heads layout (e.g. GCViT's kv-only projection): never pruned
         head_dim = attn_dim // heads
         old = base_head_dims.get(name, getattr(m, "head_dim", None))
         scale = getattr(m, "scale", None)

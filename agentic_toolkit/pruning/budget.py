@@ -232,7 +232,13 @@ def fit_to_budget(
     _check_reachable(target, base, smallest, band[1], strategy)
     ratio, predicted = _closest(_bracket(f, target, smallest), target, band)
     counted = _Counts(p, strategy, f, counter)
-    if counter != "macs":
+    if counter == "macs" and p.mac_model.inexact:
+        warnings.warn(
+            f"the analytic MAC model is not exact for {type(model).__name__} (e.g. an attention layout other "
+            "than a fused qkv Linear): the solved model is pruned and counted to verify it",
+            stacklevel=2,
+        )
+    if counter != "macs" or p.mac_model.inexact:
         ratio, predicted = counted.verify(ratio, target, smallest, band)
     within = band[0] <= predicted <= band[1]
     if not within:

@@ -20,11 +20,12 @@ import torch_pruning as tp
 
 from ..errors import ToolkitError
 from .attention import sync_attention_attributes
-from .groups import ChannelGroup, Member, index_bound, pruning_group, refresh_index_mapping
+from .groups import ChannelGroup, Member
 from .mac_model import Key
 from .model_utils import copy_sharing_tensors, meta_copy, meta_forward_error, unshare_tensors
 from .ranking import Selection
 from .strategy import Strategy
+from .traversal import index_bound, pruning_group, refresh_index_mapping, release_trace
 
 
 @dataclass
@@ -222,15 +223,34 @@ class CuttingMixin:
 
 def replay_history(graph: tp.DependencyGraph, history: list) -> None:
     """Prune the graph's model by a pruning history (``[root layer, is output, root
-    indices]`` per group), as torch-pruning's ``load_pruning_history`` does but with the
-    guarded traversal of :func:`pruning_group`."""
+    indices]`` per group), with the guarded traversal of :func:`.traversal.pruning_group`.
+
+    All groups are resolved on the unpruned graph first and every layer dimension is then
+    cut once with the union of its indices, as :meth:`CuttingMixin.apply` does (so the
+    result is the same), after the trace is released: the original weights are freed as
+    they are replaced instead of all staying alive until the end.
+    """
     modules = dict(graph.model.named_modules())
+    refresh_index_mapping(graph)
     bound = index_bound(graph)
+    cuts: dict[tuple[int, bool], tuple[object, set[int]]] = {}
     for name, is_out, idxs in history:
         if name not in modules:
             raise KeyError(f"no layer '{name}' in the model")
         module = modules[name]
         pruner = graph.get_pruner_of_module(module)
         fn = pruner.prune_out_channels if is_out else pruner.prune_in_channels
-        refresh_index_mapping(graph)  # widths changed with the previous group
-        pruning_group(graph, module, fn, list(idxs), bound).prune(record_history=False)
+        for dep, item_idxs in pruning_group(graph, module, fn, list(idxs), bound):
+            key = (id(dep.target.module), graph.is_out_channel_pruning_fn(dep.handler))
+            cuts.setdefault(key, (dep, set()))[1].update(int(i) for i in item_idxs)
+    release_trace(graph)
+    with torch.no_grad():
+        for dep, idxs in cuts.values():
+            target = dep.target.module
+            dep.handler.__self__.pruning_dim = dep.target.pruning_dim  # torch-pruning sets this per call
+            if isinstance(target, nn.Parameter):
+                owner_name, _, attr = graph._param_to_name[target].rpartition(".")
+                owner = modules[owner_name] if owner_name else graph.model
+                setattr(owner, attr, dep.handler(target, sorted(idxs)))
+            else:
+                dep.handler(target, sorted(idxs))

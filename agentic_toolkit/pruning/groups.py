@@ -14,19 +14,16 @@ Traps handled here (torch-pruning 1.6):
   are mapped to the wrong number of indices. Such a group would produce a broken model, so
   every group is checked: the indices that all groups assign to a layer dimension must
   cover it exactly. Groups failing the check are reported and never pruned.
-- Around a reshape cycle (torchvision's Swin/MaxViT attention: ``F.linear`` on the
-  module's weights, a relative-position table gathered, viewed and added to the scores)
-  torch-pruning's traversal multiplies its index lists by the flatten stride on every
-  turn and never stops: gigabytes within seconds. We enumerate groups with our own copy
-  of its traversal (:func:`pruning_group`) that refreshes the index mappings once instead
-  of once per group, and stops a group whose index list outgrows any dimension of the
-  model (:class:`GroupDiverged`); such a group is reported and never pruned.
-- Its per-node index-mapping updates raise on some graphs (ShuffleNetV2, torchvision
-  Swin-S/B): guarded (:func:`_guarded`); groups through such a node are never pruned.
-- Grouping may take long (or forever, e.g. ReXNet): :func:`.model_utils.time_limit` bounds
-  it in CPU seconds of the calling thread, checked cooperatively (:func:`check_time`), so
-  it works in worker threads and on a busy machine; :func:`.model_utils.graph_time_limit`
-  scales the allowance with the model's size.
+- The group walk itself is torch-pruning's, guarded (:mod:`.traversal`): a group whose
+  index lists grow without bound (torchvision Swin/MaxViT: 23 GB) or whose mapping fails
+  (ShuffleNetV2, torchvision Swin-S/B) is reported and never pruned; mappings are
+  refreshed once, not once per group.
+- Grouping may take long (or forever): :func:`.model_utils.time_limit` bounds it in CPU
+  seconds of the calling thread, checked cooperatively (:func:`check_time`), so it works
+  in worker threads and on a busy machine; :func:`.model_utils.graph_time_limit` scales
+  the allowance with the model's size.
+- The trace's saved activations are never stored (shape placeholders), and the trace is
+  released once grouped (:func:`.traversal.release_trace`).
 """
 
 from __future__ import annotations
@@ -41,23 +38,20 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 from torch.autograd.graph import saved_tensors_hooks
-from torch_pruning import _helpers as tp_helpers
-from torch_pruning.dependency import Dependency, Group
-from torch_pruning.dependency import index_mapping as tp_index_mapping
-from torch_pruning.pruner import function as tp_function
 
 from .model_utils import GraphTimeout, check_time, graph_time_limit, time_limit
+from .traversal import (
+    GroupDiverged,
+    index_bound,
+    pruning_group,
+    refresh_index_mapping,
+    release_trace,
+)
 
 __all__ = ["GraphTimeout", "check_time", "graph_time_limit", "time_limit"]  # re-exported (plan.py)
 
 ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-INDEX_BOUND_FACTOR = 4  # a dependency carrying more indices than this x the widest dimension diverged
 _log = logging.getLogger(__name__)
-
-
-class GroupDiverged(Exception):
-    """torch-pruning cannot enumerate this group: its index lists grow without bound (a
-    reshape cycle) or an index mapping fails."""
 
 
 @dataclass(frozen=True)
@@ -194,116 +188,6 @@ def _reroot_attention(graph: tp.DependencyGraph, group, qkv_modules: set, bound:
     return None
 
 
-def _guarded(update):
-    """torch-pruning's per-node index-mapping update, made safe: it raises on some graphs
-    (ShuffleNetV2's channel shuffle divides by a zero width; torchvision Swin-S/B sums a
-    concat of unknown widths), which would stop the whole build. The node then keeps no
-    mapping and is recorded in ``graph._toolkit_unmapped``; groups through it are never
-    pruned (:func:`_channel_group`)."""
-    if getattr(update, "_toolkit_guarded", False):
-        return update
-
-    def guarded(graph, node):
-        try:
-            update(graph, node)
-        except Exception as exc:  # noqa: BLE001 - recorded, the group is reported
-            if not hasattr(graph, "_toolkit_unmapped"):
-                graph._toolkit_unmapped = {}
-            graph._toolkit_unmapped[node] = f"{type(exc).__name__}: {exc}"
-
-    guarded._toolkit_guarded = True
-    return guarded
-
-
-for _name in ("update_concat_index_mapping", "update_split_index_mapping", "update_reshape_index_mapping",
-              "update_unbind_index_mapping", "update_expand_index_mapping", "update_slice_index_mapping"):
-    setattr(tp_index_mapping, _name, _guarded(getattr(tp_index_mapping, _name)))
-
-
-def refresh_index_mapping(graph: tp.DependencyGraph) -> None:
-    """torch-pruning's index-mapping update (its "maximum recursive depth" notices are
-    expected on deep graphs and silenced)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Maximum recursive depth")
-        tp_index_mapping.update_index_mapping(graph)
-
-
-def index_bound(graph: tp.DependencyGraph) -> int:
-    """Most indices one dependency may carry: a multiple of the widest dimension of any
-    parameter (a flatten into a classifier is the widest map a real model makes)."""
-    widest = max((max(p.shape) for p in graph.model.parameters() if p.ndim), default=1)
-    return INDEX_BOUND_FACTOR * int(widest)
-
-
-def pruning_group(graph: tp.DependencyGraph, module, pruning_fn, idxs, bound: int) -> Group:
-    """torch-pruning's ``get_pruning_group``, guarded (see module docstring).
-
-    Unlike torch-pruning it does not refresh the index mappings on every call (call
-    :func:`refresh_index_mapping` once after the graph or the model
-    changed), checks :func:`check_time` at every step, and raises :class:`GroupDiverged`
-    when one dependency would carry more than ``bound`` indices or the group more items
-    than the graph could hold (torch-pruning would grow the index lists forever).
-    """
-    if isinstance(module, tp.ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
-        pruning_fn = tp_function.prune_depthwise_conv_out_channels
-    root = graph.module2node[module]
-    group = Group()
-    group.add_dep(
-        Dependency(pruning_fn, pruning_fn, source=root, target=root),
-        [tp_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs],
-    )
-    max_items = 8 * len(graph.module2node) + 64
-    visited = set()
-    stack = [(group[0].dep, group[0].idxs)]
-    while stack:
-        check_time()
-        dep, idxs = stack.pop()
-        visited.add(dep.target)
-        for new_dep in dep.target.dependencies:
-            if not new_dep.is_triggered_by(dep.handler):
-                continue
-            new_idxs = idxs
-            for mapping in new_dep.index_mapping:
-                if mapping is None:
-                    continue
-                stride = getattr(mapping, "_stride", 1) if not getattr(mapping, "reverse", True) else 1
-                if len(new_idxs) * stride > bound:
-                    raise GroupDiverged(
-                        f"torch-pruning maps its indices without bound at {new_dep.target.name} "
-                        "(a reshape cycle it cannot follow)"
-                    )
-                try:
-                    new_idxs = mapping(new_idxs)
-                except Exception as exc:  # e.g. a split whose widths it could not infer
-                    raise GroupDiverged(
-                        f"torch-pruning cannot map its indices at {new_dep.target.name} ({type(exc).__name__}: {exc})"
-                    ) from None
-            if not new_idxs or (new_dep.target in visited and group.has_pruning_op(new_dep, new_idxs)):
-                continue
-            group.add_dep(new_dep, new_idxs)
-            stack.append((new_dep, new_idxs))
-            if len(group) > max_items:
-                raise GroupDiverged(f"torch-pruning's group keeps growing at {new_dep.target.name} (a reshape cycle)")
-    return _merged(graph, group)
-
-
-def _merged(graph: tp.DependencyGraph, group: Group) -> Group:
-    """Merge a group's items per layer dimension (as torch-pruning does; ignored
-    parameters dropped) and record the root indices of each item."""
-    ignored = {id(p) for p in graph.ignored_params}
-    merged = Group()
-    for dep, idxs in group.items:
-        if isinstance(dep.target.module, nn.Parameter) and id(dep.target.module) in ignored:
-            continue
-        merged.add_and_merge(dep, idxs)
-    merged._DG = graph
-    for i in range(len(merged)):
-        hybrid = merged[i].idxs
-        merged[i] = tp_helpers.GroupItem(merged[i].dep, tp_helpers.to_plain_idxs(hybrid))
-        merged[i].root_idxs = tp_helpers.to_root_idxs(hybrid)
-    return merged
-
-
 def collect_groups(
     model: nn.Module,
     graph: tp.DependencyGraph,
@@ -326,6 +210,7 @@ def collect_groups(
             continue
         groups.append(_channel_group(graph, group, qkv, num_heads, attention_names, sizes, coverage, len(groups)))
     _mark_uncovered(groups, coverage, sizes)
+    release_trace(graph)
     return groups, [group for group, *_ in raw]
 
 
@@ -344,10 +229,7 @@ def _channel_group(
             unsupported = f"{name} gets {count} elements for {channels} channels"
         members.append(Member(name, is_out, int(per)))
         coverage[(name, is_out)] += count
-    unmapped = getattr(graph, "_toolkit_unmapped", {})
-    stuck = [n for d, _ in group for n in (d.source, d.target) if n in unmapped]
-    if stuck:
-        unsupported = unsupported or f"torch-pruning cannot map channels through {stuck[0].name} ({unmapped[stuck[0]][:120]})"
+    unsupported = unsupported or _structural_problem(graph, group)
     ch_groups = _channel_groups(graph, group, num_heads)
     if channels % ch_groups:
         unsupported = unsupported or f"{channels} channels do not split into {ch_groups} groups"
@@ -365,6 +247,22 @@ def _channel_group(
         heads_prunable=heads_ok,
         unsupported=unsupported,
     )
+
+
+def _structural_problem(graph: tp.DependencyGraph, group) -> str:
+    """Why torch-pruning cannot prune this group consistently, or "": a depthwise conv with
+    a channel multiplier (PiT's pooling: neither scored nor cut right), or a node whose
+    index mapping could not be computed (:func:`_guarded`)."""
+    for dep, _ in group:
+        m = dep.target.module
+        if isinstance(m, ROOT_TYPES[:3]) and 1 < m.groups == m.in_channels != m.out_channels:
+            return f"'{graph._module2name.get(m, '?')}' is a depthwise convolution with a channel multiplier"
+    unmapped = getattr(graph, "_toolkit_unmapped", {})
+    for dep, _ in group:
+        for node in (dep.source, dep.target):
+            if node in unmapped:
+                return f"torch-pruning cannot map channels through {node.name} ({unmapped[node][:120]})"
+    return ""
 
 
 def _diverged_group(graph, root: nn.Module, reason: str, index: int) -> ChannelGroup:

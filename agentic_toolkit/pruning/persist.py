@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -252,18 +251,25 @@ def _base_model(meta: dict, base_model: nn.Module | str | None) -> nn.Module:
 
 
 def _load_weights(model: nn.Module, path: Path) -> tuple[list[str], list[str]]:
-    """Load a safetensors file into ``model``: ``(missing, unexpected)`` keys. The model's
-    own state-dict metadata (module versions) goes along, since some modules read it (e.g.
-    torchvision's MNASNet); keys missing only because they share a tensor with a loaded
-    one (tied weights, saved once) do not count."""
-    from safetensors.torch import load_file
+    """Copy a safetensors file into ``model`` one tensor at a time (no second copy of the
+    whole model in memory): ``(missing, unexpected)`` keys. Keys missing only because they
+    share a tensor with a loaded one (tied weights, saved once) do not count."""
+    from safetensors import safe_open
 
-    state = OrderedDict(load_file(str(path)))
     own = model.state_dict()
-    state._metadata = getattr(own, "_metadata", None)  # as torch's own state dicts carry it
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    loaded = {own[k].data_ptr() for k in state if k in own}
-    return [k for k in missing if own[k].data_ptr() not in loaded], list(unexpected)
+    with safe_open(str(path), framework="pt") as f:
+        keys = list(f.keys())
+        with torch.no_grad():
+            for k in keys:
+                if k not in own:
+                    continue
+                t = f.get_tensor(k)
+                if t.shape != own[k].shape:
+                    raise ValueError(f"{k}: saved {tuple(t.shape)}, model {tuple(own[k].shape)}")
+                own[k].copy_(t)
+    loaded = {own[k].data_ptr() for k in keys if k in own}
+    missing = [k for k in own if k not in keys and own[k].data_ptr() not in loaded]
+    return missing, [k for k in keys if k not in own]
 
 
 def load_pruned(path: str | Path, base_model: nn.Module | str | None = None) -> PruneResult:
@@ -291,6 +297,7 @@ def load_pruned(path: str | Path, base_model: nn.Module | str | None = None) -> 
     attention = find_attention(model)
     tables = [params[n] for a in attention for n in a.head_tables if n in params]
     requires_grad = {n: p.requires_grad for n, p in params.items()}
+    del params  # else every original weight stays alive while the history replaces it
     base_widths = layer_widths(model)
     graph = build_graph(model, x, tables)
     try:

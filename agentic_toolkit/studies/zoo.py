@@ -11,7 +11,8 @@ interrupted sweep resumes where it stopped (finished rows are skipped). A row's 
 ``ok``, ``unsupported`` (a :class:`~agentic_toolkit.errors.ToolkitError` says what is not
 supported), ``off-target`` (pruned MACs more than 0.5% from the target), ``mismatch``
 (round trip changed the outputs), ``failed`` (any other error), or ``killed: memory`` /
-``killed: time``. :func:`supported_architectures` renders the README's list from the ok rows.
+``killed: time``. Every row also says where it ran (:data:`.machine.MACHINE_COLUMNS`).
+:func:`supported_architectures` renders the README's list from the ok rows.
 
 The model is pruned in place (``fit.prune(inplace=True)``) and freed before loading, so the
 peak is one model plus its pruned copy's transient, not three models.
@@ -29,6 +30,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+
+from .machine import MACHINE_COLUMNS, machine_info
 
 #: One small model per timm family, the families the README promises first.
 TIMM_FAMILIES: dict[str, str] = {
@@ -64,6 +67,7 @@ MEMORY_LIMIT_MIB = 4096
 TIME_LIMIT_S = 900
 TOLERANCE_PCT = 0.5
 MAX_ABS_DIFF = 1e-5
+RELAXED_MAX_LAYER_RATIO = 0.97  # second try where the default cap cannot reach 50%
 
 
 def torchvision_models() -> list[tuple[str, str]]:
@@ -99,21 +103,28 @@ def done_models(path: Path) -> set[tuple[str, str]]:
 
 
 def append_row(path: Path, row: dict) -> None:
-    """Append one row (header first in a new file); flushed at once."""
+    """Append one row (header first in a new file, else the file's own columns); flushed
+    at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.is_file() or path.stat().st_size == 0
+    columns = COLUMNS + list(MACHINE_COLUMNS)
+    if not new:
+        with path.open(newline="") as f:
+            columns = next(csv.reader(f), columns)
     with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if new:
             w.writeheader()
-        w.writerow({k: row.get(k, "") for k in COLUMNS})
+        w.writerow({k: row.get(k, "") for k in columns})
 
 
 def run_model(source: str, name: str, memory_mib: int = MEMORY_LIMIT_MIB, time_s: float = TIME_LIMIT_S) -> dict:
     """One model's row, measured in a subprocess (see module docstring)."""
     import psutil
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # glibc keeps freed blocks below its (dynamic, up to 32 MB) mmap threshold in the heap:
+    # a fixed 1 MiB threshold returns freed weight-sized temporaries to the system at once
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", MALLOC_MMAP_THRESHOLD_="1048576")
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentic_toolkit.studies.zoo", source, name],
@@ -156,11 +167,12 @@ def zoo_coverage(
     """Run every model not yet in the CSV ``path`` and append its row; the whole table."""
     path = Path(path)
     done = done_models(path)
+    machine = machine_info(threads=1)  # each child runs on one torch thread
     for source, name in models if models is not None else zoo_models(smoke):
         if (source, name) in done:
             continue
         row = run_model(source, name, memory_mib, time_s)
-        append_row(path, row)
+        append_row(path, {**row, **machine})
         done.add((source, name))
         if progress:
             print(f"{source}:{name}: {row['status']} {row.get('error_pct', '')} {row['seconds']} s "
@@ -216,7 +228,7 @@ def measure(source: str, name: str) -> dict:
 
     from ..errors import ToolkitError
     from ..profiling import profile_macs
-    from ..pruning import Strategy, fit_to_budget, load_pruned, save_pruned
+    from ..pruning import load_pruned, save_pruned
 
     torch.set_num_threads(1)
     row: dict = {}
@@ -225,7 +237,7 @@ def measure(source: str, name: str) -> dict:
         row["input"] = "x".join(map(str, x.shape))
         base = int(profile_macs(model, example_inputs=x).total_macs)
         row.update(base_macs=base, target_macs=base // 2)
-        fit = fit_to_budget(model, Strategy(), base // 2, x)
+        fit, note = _fit(model, x, base // 2)
         result = fit.prune(inplace=True)
         with torch.no_grad():
             expected = result.model(x)
@@ -242,15 +254,30 @@ def measure(source: str, name: str) -> dict:
         if diff > MAX_ABS_DIFF:
             row.update(status="mismatch", reason=f"round trip changed the outputs by {diff:.3g}")
         elif abs(row["error_pct"]) > TOLERANCE_PCT:
-            row.update(status="off-target", reason=f"{row['error_pct']:+.3f}% from the target")
+            row.update(status="off-target", reason=f"{row['error_pct']:+.3f}% from the target: the nearest "
+                       "width step of the strategy (too few channels for a finer one)")
         else:
-            row.update(status="ok", reason="")
+            row.update(status="ok", reason=note)
     except ToolkitError as exc:
         row.update(status="unsupported", reason=f"{type(exc).__name__}: {_first_line(exc)}")
     except Exception as exc:  # noqa: BLE001 - every other failure is a row too
         row.update(status="failed", reason=f"{type(exc).__name__}: {_first_line(exc)}")
     row["peak_rss_mib"] = _max_rss_mib()
     return row
+
+
+def _fit(model, x, target: int):
+    """The default strategy's fit; where its layer cap (``max_layer_ratio=0.9``) cannot
+    reach the target, the same strategy with a looser cap (said in the row's reason)."""
+    from ..pruning import BudgetInfeasibleError, PrunePlan, Strategy, fit_to_budget
+
+    plan = PrunePlan.build(model, x)
+    try:
+        return fit_to_budget(model, Strategy(), target, x, plan=plan), ""
+    except BudgetInfeasibleError:
+        relaxed = Strategy(max_layer_ratio=RELAXED_MAX_LAYER_RATIO)
+        fit = fit_to_budget(model, relaxed, target, x, plan=plan)
+        return fit, f"needed max_layer_ratio={RELAXED_MAX_LAYER_RATIO}"
 
 
 def _first_line(exc: BaseException) -> str:
