@@ -6,9 +6,7 @@ import math
 
 import pandas as pd
 import pytest
-import torch
 
-import agentic_toolkit as at
 from agentic_toolkit.agents.backends import AnalystBackend, ProposalContext
 from agentic_toolkit.agents.backends.analyst import EXHAUSTED, scope_families, scope_kinds
 from agentic_toolkit.agents.exploration import (
@@ -26,8 +24,6 @@ from agentic_toolkit.agents.exploration import (
     verdict,
     widths_key,
 )
-from agentic_toolkit.models import create_model
-from agentic_toolkit.pruning.apply import get_plan
 from agentic_toolkit.pruning.budget import fit_to_budget
 from agentic_toolkit.pruning.strategy import Strategy
 
@@ -169,12 +165,8 @@ def test_without_the_solver_an_out_of_band_shape_gets_its_ratio_corrected():
 
 # --- real model: keys and a real search --------------------------------------------------------------
 @pytest.fixture(scope="module")
-def r20(one_thread):
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet20", pretrained=True)
-    x = torch.randn(1, 3, 32, 32)
-    calib = at.calibration_batches("cifar10", n_batches=2, batch_size=64)
-    return model, x, calib, get_plan(model, x, calib)
+def r20(r20_calibrated):
+    return r20_calibrated
 
 
 def test_widths_and_cuts_keys(r20):

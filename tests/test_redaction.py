@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from anthropic_standin import StandIn, revision_of
 
 import agentic_toolkit as at
 from agentic_toolkit.agents.backends.anthropic_backend import AnthropicBackend
 from agentic_toolkit.agents.history import REDACTED, HistoryLog, read_history, redact, to_json_line
-from agentic_toolkit.models import create_model
-from agentic_toolkit.pruning.apply import get_plan
 
 KEYS = ["x", "1", "sk-test-123"]
 
@@ -69,14 +66,6 @@ def test_overlapping_secrets_are_redacted_in_one_pass(tmp_path):
     log = HistoryLog(tmp_path / "h.jsonl", ["E", "RED", "sk-E"])
     written = log.append({"text": "sk-E and E and RED"})
     assert written["text"] == f"{REDACTED} and {REDACTED} and {REDACTED}"  # the marker is not re-redacted
-
-
-@pytest.fixture(scope="module")
-def r20(one_thread):
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet20")
-    x = torch.randn(1, 3, 32, 32)
-    return model, x, get_plan(model, x)
 
 
 def _echo(key):

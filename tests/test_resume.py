@@ -21,8 +21,6 @@ from agentic_toolkit.agents.backends import make_backend
 from agentic_toolkit.agents.backends.anthropic_backend import AnthropicBackend
 from agentic_toolkit.agents.history import read_history
 from agentic_toolkit.errors import ToolkitError
-from agentic_toolkit.models import create_model
-from agentic_toolkit.pruning.apply import get_plan
 
 HERE = Path(__file__).resolve().parent
 KEY = "sk-ant-resume-KEY-0123456789-do-not-log"
@@ -37,14 +35,6 @@ ANSWERS = {
     4: {"pruning_ratio": 0.3, "multipliers": {"stage2": 1.1, "stage1": 0.9}, "rationale": "shift to stage2"},
 }
 SEESAW = {1: 0.05, 2: 0.7, 3: 0.06, 4: 0.69, 5: 0.07}  # diverges (sign oscillation) at revision 3
-
-
-@pytest.fixture(scope="module")
-def r20(one_thread):
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet20")
-    x = torch.randn(1, 3, 32, 32)
-    return model, x, get_plan(model, x)
 
 
 def weight_mass(model) -> float:

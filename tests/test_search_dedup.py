@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import agentic_toolkit as at
 from agentic_toolkit.agents.backends import AnalystBackend
@@ -22,18 +21,12 @@ from agentic_toolkit.agents.exploration import (
 )
 from agentic_toolkit.agents.history import read_history
 from agentic_toolkit.errors import ToolkitError
-from agentic_toolkit.models import create_model
-from agentic_toolkit.pruning.apply import get_plan
 from agentic_toolkit.pruning.strategy import Strategy
 
 
 @pytest.fixture(scope="module")
-def r20(one_thread):
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet20", pretrained=True)
-    x = torch.randn(1, 3, 32, 32)
-    calib = at.calibration_batches("cifar10", n_batches=2, batch_size=64)
-    return model, x, calib, get_plan(model, x, calib)
+def r20(r20_calibrated):
+    return r20_calibrated
 
 
 def make_proxy(batches: int = 4):

@@ -9,19 +9,9 @@ import agentic_toolkit as at
 from agentic_toolkit.agents.backends import PlannerBackend
 from agentic_toolkit.agents.history import history_frame, read_history
 from agentic_toolkit.errors import ToolkitError
-from agentic_toolkit.models import create_model
-from agentic_toolkit.pruning.apply import get_plan
 from agentic_toolkit.pruning.strategy import Strategy
 
 TIMING = ("elapsed_s", "started", "log_path")
-
-
-@pytest.fixture(scope="module")
-def r20(one_thread):
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet20")
-    x = torch.randn(1, 3, 32, 32)
-    return model, x, get_plan(model, x)
 
 
 def weight_mass(model) -> float:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from anthropic_standin import StandIn
 
 import agentic_toolkit as at
@@ -18,8 +17,6 @@ from agentic_toolkit.agents.backends.anthropic_backend import AnthropicBackend
 from agentic_toolkit.agents.backends.base import Reply, system_prompt
 from agentic_toolkit.agents.history import read_history
 from agentic_toolkit.errors import ToolkitError
-from agentic_toolkit.models import create_model
-from agentic_toolkit.pruning.apply import get_plan
 from agentic_toolkit.units import format_macs
 
 KEY = "sk-ant-strict-KEY-42"
@@ -98,14 +95,6 @@ def test_custom_system_prompt_is_rendered_sent_and_recorded(tmp_path):
     assert srv.requests[0]["body"]["system"] == d.system_prompt == system_prompt()
     with pytest.raises(ToolkitError, match="takes no system prompt"):
         propose_strategy(None, SCOPES, [], "20M", backend=lambda s: "{}", base_macs=41_000_000, system="hi")
-
-
-@pytest.fixture(scope="module")
-def r20(one_thread):
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet20")
-    x = torch.randn(1, 3, 32, 32)
-    return model, x, get_plan(model, x)
 
 
 def test_the_loop_records_why_and_sums_usage(r20, tmp_path):
