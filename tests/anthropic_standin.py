@@ -17,10 +17,12 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standin_http import JsonHandler, LoopbackServer
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error",
                500: "api_error", 503: "api_error", 529: "overloaded_error"}
+
 
 
 class StandIn:
@@ -32,11 +34,9 @@ class StandIn:
         self.lock = threading.Lock()
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, *args):  # keep pytest output clean
-                pass
 
             def do_POST(self):
                 length = int(self.headers.get("content-length") or 0)
@@ -73,31 +73,16 @@ class StandIn:
                 elif kind == "garbage":
                     self._send(200, action[1])
 
-            def _send(self, code, body, headers=None):
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                try:
-                    self.send_response(code)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(data)))
-                    for k, v in (headers or {}).items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
-                    pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.http = LoopbackServer(Handler)
+        self.server, self.url = self.http.server, self.http.url
 
     def __enter__(self):
-        self.thread.start()
+        self.http.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.__exit__(*exc)
 
 
 def revision_of(body: dict) -> int:

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standin_http import JsonHandler, LoopbackServer
 
 MAX_REQUESTS = 200  # a runaway client gets 503s past this, so a test can never loop forever
+
 
 
 class OpenAIStandIn:
@@ -40,11 +42,9 @@ class OpenAIStandIn:
         self.lock = threading.Lock()
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, *args):
-                pass
 
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -75,23 +75,9 @@ class OpenAIStandIn:
                               "total_tokens": prompt_tokens + completion_tokens},
                 })
 
-            def _send(self, code, body, headers=None):
-                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-                try:
-                    self.send_response(code)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(data)))
-                    for k, v in (headers or {}).items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.http = LoopbackServer(Handler)
+        self.server, self.url = self.http.server, self.http.url
 
     # --- what the server refuses ---------------------------------------------------------------------
     def refusal(self, body: dict):
@@ -133,9 +119,8 @@ class OpenAIStandIn:
         return [r for r in self.requests if r["accepted"]]
 
     def __enter__(self):
-        self.thread.start()
+        self.http.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.__exit__(*exc)

@@ -52,6 +52,26 @@ def search(model, x, evaluator, log, resume=False, plan=None, backend="analyst")
     )
 
 
+def run_and_kill(log: Path, marker: Path, *args: str) -> None:
+    """Run this script in a subprocess and SIGKILL it once it reaches its second candidate
+    (MARKER exists), i.e. between revisions, as a user killing a notebook kernel would."""
+    import os
+    import signal
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, str(here / "search_job.py"), str(log), str(marker), *args], env=env)
+    try:
+        deadline = time.time() + 240
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), "the search subprocess never reached its second candidate"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 if __name__ == "__main__":
     from agentic_toolkit.training import evaluation
 

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -146,16 +142,7 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
     import search_job
 
     log, marker = tmp_path / "killed.jsonl", tmp_path / "marker"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, str(HERE / "search_job.py"), str(log), str(marker)], env=env)
-    try:
-        deadline = time.time() + 240
-        while not marker.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.2)
-        assert marker.exists(), "the search subprocess never reached its second candidate"
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+    search_job.run_and_kill(log, marker)
     killed = read_history(log)
     assert [r["type"] for r in killed] == ["header", "revision"]  # revision 1 was flushed, 2 was running
     with open(log, "a") as fh:  # a half-written line, as a kill during a write leaves it

@@ -5,11 +5,7 @@ a resume with anything that changes the outcome is refused, naming each field.""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -191,16 +187,7 @@ def test_sigkilled_anthropic_search_resumes_to_the_same_result(tmp_path, monkeyp
     with StandIn(respond=answer) as srv:
         monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.url)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-        proc = subprocess.Popen([sys.executable, str(HERE / "search_job.py"), str(log), str(marker), "anthropic"], env=env)
-        try:
-            deadline = time.time() + 240
-            while not marker.exists() and proc.poll() is None and time.time() < deadline:
-                time.sleep(0.2)
-            assert marker.exists(), "the search subprocess never reached its second candidate"
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        search_job.run_and_kill(log, marker, "anthropic")
         assert [r["type"] for r in read_history(log)] == ["header", "revision"]
 
         model, x, evaluator = search_job.setup()
