@@ -186,6 +186,10 @@ class PrunePlan(RankingMixin, CuttingMixin):
             names.add(_scopes.HEADS_SCOPE)
         return sorted(names, key=_scopes._natural)
 
+    def group_scopes(self) -> dict[str, ChannelGroup]:
+        """Per-group multiplier keys (``"group:<root layer>"``) of the prunable groups."""
+        return {_scopes.group_scope(g): g for g in self.groups if g.prunable}
+
     def describe(self) -> pd.DataFrame:
         """Scope table (see :func:`agentic_toolkit.describe_scopes`)."""
         rows_of_group = {}
@@ -214,7 +218,10 @@ class PrunePlan(RankingMixin, CuttingMixin):
         if not isinstance(strategy, Strategy):
             raise ToolkitError(f"strategy must be an agentic_toolkit.Strategy, got {type(strategy).__name__}")
         available = self.scope_names()
-        unknown = [k for k in strategy.multipliers if k not in available]
+        unknown = [
+            k for k in strategy.multipliers
+            if k not in available and not (k.startswith(_scopes.GROUP_PREFIX) and k in self.group_scopes())
+        ]
         if unknown:
             raise StrategyError(
                 [

@@ -92,7 +92,7 @@ class RankingMixin:
         channel_sets: dict[tuple, list[ChannelGroup]] = defaultdict(list)
         head_sets: dict[tuple, list[ChannelGroup]] = defaultdict(list)
         for g in self._candidates(strategy):
-            m = math.prod(mult.get(t, 1.0) for t in g.tags)
+            m = math.prod(mult.get(t, 1.0) for t in g.tags) * mult.get(_scopes.group_scope(g), 1.0)
             if strategy.isomorphic:
                 k = (m, g.signature)
             elif strategy.global_pruning:

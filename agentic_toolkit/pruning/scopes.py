@@ -11,6 +11,9 @@ tags (capped by ``max_layer_ratio``). Names are derived from the model:
 - ``<block>.inner`` / ``<block>.mlp`` / ``<block>.se``: channels inside one block, named
   after the block type (``bottleneck.inner``, ``basicblock.inner``, ``convnext.mlp``,
   ``vit.mlp``, ``swin.mlp``, ``mbconv.inner``, ``mbconv.se``, ...).
+- ``group:<root layer>``: one channel group alone (e.g. ``group:layer1.0.conv1``), for
+  per-layer allocations such as a sensitivity search; not listed among the scopes an agent
+  is shown (see :meth:`~agentic_toolkit.pruning.plan.PrunePlan.group_scopes`).
 - ``attn.head_dim``: dimensions per attention head; ``attn.heads``: whole heads, pruned
   only when the strategy gives ``attn.heads`` a multiplier (heads and head dims both
   shrink the attention width, so pruning both by default would double-count).
@@ -29,6 +32,7 @@ from .groups import ChannelGroup
 
 HEADS_SCOPE = "attn.heads"
 HEAD_DIM_SCOPE = "attn.head_dim"
+GROUP_PREFIX = "group:"
 
 # block class -> family prefix; other classes use their lower-cased name without "block"
 _FAMILY_ALIASES = {
@@ -187,6 +191,11 @@ class ModelLayout:
             ):
                 return True
         return False
+
+
+def group_scope(group: ChannelGroup) -> str:
+    """The multiplier key addressing ``group`` alone: ``"group:<root layer name>"``."""
+    return GROUP_PREFIX + group.root_name
 
 
 def tag_groups(model: nn.Module, groups: Iterable[ChannelGroup]) -> None:

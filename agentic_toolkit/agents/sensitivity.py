@@ -1,0 +1,183 @@
+"""A FastNAS-style sensitivity allocation: the strongest non-LLM baseline for a MAC budget.
+
+What NVIDIA ModelOpt's FastNAS does for a FLOPs constraint, on this toolkit's plan:
+
+1. **Sensitivity**: every prunable channel group alone loses a share of its channels (its
+   least important by ``importance``; every other group unpruned) for each share in
+   ``fractions``, and the evaluator scores the result (e.g. the BN-re-estimated proxy). The
+   table is measured once per model and evaluator and reused for every budget.
+2. **Threshold**: for a tolerated score drop ``tau`` each group takes the largest share
+   whose drop is at most ``tau`` (drops made monotone in the share first); ``tau`` is bisected
+   over the measured drops until the allocation's exact MACs meet the target.
+3. **Landing**: the allocation becomes per-group multipliers (``group:<layer>`` scopes) of a
+   per-group strategy, and :func:`~agentic_toolkit.fit_to_budget` scales it onto the budget
+   band exactly, like every other strategy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch.nn as nn
+
+from ..errors import ToolkitError
+from ..pruning.apply import get_plan
+from ..pruning.budget import BudgetFit, fit_to_budget
+from ..pruning.plan import PrunePlan
+from ..pruning.ranking import Selection
+from ..pruning.strategy import Strategy
+
+#: Shares of a group's channels removed when measuring its sensitivity.
+FRACTIONS = (0.25, 0.5, 0.75)
+_UNPRUNED = 1e-3  # multiplier of a group the allocation leaves whole (must be > 0)
+
+
+@dataclass
+class SensitivityTable:
+    """Score of the model with one group pruned by each share (``frame``: group, fraction,
+    score, drop), the unpruned score and the seconds the measurement took."""
+
+    frame: pd.DataFrame
+    unpruned_score: float
+    importance: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.frame.to_dict("records"), "unpruned_score": self.unpruned_score,
+                "importance": self.importance, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SensitivityTable:
+        return cls(pd.DataFrame(d["rows"]), d["unpruned_score"], d["importance"], d["seconds"])
+
+    def summary(self) -> str:
+        worst = self.frame.sort_values("drop", ascending=False).head(3)
+        most = ", ".join(f"{r.group} x{r.fraction:g}: -{r.drop:.1f}" for r in worst.itertuples())
+        return (f"sensitivity of {self.frame['group'].nunique()} groups x {self.frame['fraction'].nunique()} "
+                f"shares in {self.seconds:.0f} s (unpruned {self.unpruned_score:.2f}); most sensitive: {most}")
+
+
+@dataclass
+class SensitivityResult:
+    """The landed strategy, its fit, the allocation per group and the search cost."""
+
+    strategy: Strategy
+    fit: BudgetFit
+    allocation: dict[str, float]
+    tau: float
+    table: SensitivityTable
+    seconds: float = field(default=0.0)
+
+    def summary(self) -> str:
+        pruned = sum(1 for v in self.allocation.values() if v > 0)
+        return (f"sensitivity allocation: drop threshold {self.tau:.2f}, {pruned}/{len(self.allocation)} groups "
+                f"pruned, {self.fit.predicted_macs:,} MACs ({self.fit.error_pct:+.2f}% of target) in "
+                f"{self.seconds:.0f} s")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strategy": self.strategy.to_dict(), "allocation": self.allocation, "tau": self.tau,
+                "macs": self.fit.predicted_macs, "seconds": self.seconds, "table": self.table.to_dict()}
+
+
+def measure_sensitivity(
+    model: nn.Module,
+    example_inputs,
+    evaluator: Callable[[nn.Module], float],
+    *,
+    importance: str = "magnitude_l2",
+    fractions: Sequence[float] = FRACTIONS,
+    plan: PrunePlan | None = None,
+    calibration=None,
+    progress: bool = True,
+) -> SensitivityTable:
+    """Score ``model`` with each prunable group alone pruned by each share in ``fractions``."""
+    if not fractions or not all(0 < f < 1 for f in fractions):
+        raise ToolkitError(f"fractions must be shares in (0, 1), got {list(fractions)}")
+    t0 = time.perf_counter()
+    p = get_plan(model, example_inputs, calibration, plan)
+    strategy = Strategy(importance=importance, isomorphic=False, global_pruning=False)
+    base = float(evaluator(p.source))
+    jobs = [(k, g, f) for k, g in p.group_scopes().items() for f in sorted(fractions)]
+    rows = []
+    bar = _bar(len(jobs), progress)
+    for key, g, f in jobs:
+        n = min(int(round(f * g.units)), g.units - 1)
+        score = base
+        if n > 0:
+            pruned, _ = p.apply(Selection(f, removed_units={g.index: n}), strategy)
+            score = float(evaluator(pruned))
+        rows.append({"group": key, "units": g.units, "fraction": f, "score": score, "drop": base - score})
+        bar.update(1)
+    bar.close()
+    return SensitivityTable(pd.DataFrame(rows), base, importance, time.perf_counter() - t0)
+
+
+def sensitivity_search(
+    model: nn.Module,
+    target_macs: int,
+    example_inputs,
+    table: SensitivityTable,
+    *,
+    plan: PrunePlan | None = None,
+    calibration=None,
+    tolerance: tuple[float, float] = (1.0, 5.0),
+) -> SensitivityResult:
+    """Allocate per-group shares from ``table`` under ``target_macs`` and land them exactly."""
+    t0 = time.perf_counter()
+    p = get_plan(model, example_inputs, calibration, plan)
+    curves = _monotone_curves(table.frame)
+    taus = np.unique(np.concatenate([[0.0], table.frame["drop"].clip(lower=0).to_numpy()]))
+    lo, hi = 0, len(taus) - 1
+    if _macs(p, curves, taus[hi]) > target_macs:
+        tau = float(taus[hi])  # even the largest shares everywhere do not reach it: the solver scales up
+    else:
+        while lo < hi:  # smallest tau whose allocation meets the target
+            mid = (lo + hi) // 2
+            if _macs(p, curves, taus[mid]) <= target_macs:
+                hi = mid
+            else:
+                lo = mid + 1
+        tau = float(taus[lo])
+    alloc = _allocation(curves, tau)
+    ref = max(alloc.values()) or max(FRACTIONS)
+    strategy = Strategy(
+        importance=table.importance, isomorphic=False, global_pruning=False, pruning_ratio=ref,
+        multipliers={k: (v / ref if v > 0 else _UNPRUNED) for k, v in alloc.items()},
+    )
+    fit = fit_to_budget(model, strategy, target_macs, example_inputs, tolerance=tolerance, plan=p)
+    return SensitivityResult(fit.strategy, fit, alloc, tau, table, table.seconds + time.perf_counter() - t0)
+
+
+def _monotone_curves(frame: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:
+    """Per group: [(share, drop)] by share, each drop at least the drop of any smaller share."""
+    curves = {}
+    for key, rows in frame.sort_values("fraction").groupby("group", sort=False):
+        drops = np.maximum.accumulate(rows["drop"].clip(lower=0).to_numpy())
+        curves[key] = list(zip(rows["fraction"].tolist(), drops.tolist(), strict=True))
+    return curves
+
+
+def _allocation(curves: dict[str, list[tuple[float, float]]], tau: float) -> dict[str, float]:
+    return {k: max((f for f, d in c if d <= tau), default=0.0) for k, c in curves.items()}
+
+
+def _macs(p: PrunePlan, curves, tau: float) -> int:
+    groups = p.group_scopes()
+    removed = {}
+    for key, share in _allocation(curves, tau).items():
+        g = groups[key]
+        n = min(int(round(share * g.units)), g.units - 1)
+        if n > 0:
+            removed[g.index] = n
+    return p.predict_macs(Selection(tau, removed_units=removed))
+
+
+def _bar(total: int, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="sensitivity", disable=not progress, leave=False)

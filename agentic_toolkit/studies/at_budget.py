@@ -1,0 +1,252 @@
+"""Accuracy at equal MACs: the agent against the strategies researchers use instead.
+
+The adapted CIFAR ResNet-56 (:mod:`.adaptation`; unpruned reference and KD teacher) is pruned
+to each budget (a fraction of its MACs) by each strategy, every one landed in the band by
+:func:`~agentic_toolkit.fit_to_budget`:
+
+- ``uniform_l1``: every layer loses the same share, L1 magnitude (Li et al., 2017);
+- ``global_magnitude``: one L2-magnitude ranking over all groups;
+- ``isomorphic_taylor``: first-order Taylor on calibration batches, isomorphic groups (the
+  paper's pruner);
+- ``fastnas_sensitivity``: per-group sensitivity measured with the proxy, threshold
+  allocation under the budget (:mod:`agentic_toolkit.agents.sensitivity`, as NVIDIA
+  ModelOpt's FastNAS does);
+- ``agent``: the default search (offline analyst + the proxy evaluator, default revision
+  budget).
+
+Searches and the sensitivity table score candidates on held-out ``val`` images only. Each
+pruned model is fine-tuned with one recipe for all (KD from the unpruned model, per-step
+cosine; :data:`Config.recipe`) on ``train_images`` seeded training images per seed (the seed
+picks the images, their order and augmentation; the pruning is deterministic), and top-1 is
+measured on the JPEG CIFAR-10 **test** set, for the final report only.
+
+Every search and every (budget, strategy, seed) cell is a task of
+:mod:`.taskqueue`: one JSON line when done, so the study resumes and can grow, and several
+worker processes share the work (``--workers 2`` on 2 cores).
+
+    python scripts/accuracy_at_budget.py --workers 2     # full study -> data/05_accuracy_at_budget*.csv
+    python scripts/accuracy_at_budget.py --quick         # minutes -> data/smoke/
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..agents.sensitivity import SensitivityTable, measure_sensitivity, sensitivity_search
+from ..data import calibration_batches, cifar10
+from ..hashing import sha256_file
+from ..paths import PROJECT_ROOT
+from ..pruning.apply import get_plan
+from ..pruning.budget import fit_to_budget
+from ..pruning.strategy import Strategy, strategy_preset
+from ..training.evaluation import evaluate, proxy_accuracy
+from ..training.finetune import finetune
+from ..training.recipe import Recipe
+from .adaptation import ADAPTED_WEIGHTS
+from .kd import load_teacher
+from .taskqueue import ResultStore, Task
+
+INPUT = (1, 3, 32, 32)
+BASELINES = ("uniform_l1", "global_magnitude", "isomorphic_taylor")
+SEARCHED = ("fastnas_sensitivity", "agent")
+STRATEGIES = BASELINES + SEARCHED
+ROOT = PROJECT_ROOT / "runs" / "at_budget"
+#: Measured here (1 torch thread, KD from the unpruned ResNet-56): training images per second.
+KD_IMAGES_PER_S = {0.5: 130.0, 0.3: 150.0}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes of the study. :meth:`quick` is the smoke configuration."""
+
+    budgets: tuple[float, ...] = (0.5, 0.3)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    strategies: tuple[str, ...] = STRATEGIES
+    train_images: int | None = 20_000
+    recipe: Recipe = field(default_factory=lambda: Recipe.preset("cifar", epochs=1))
+    eval_images: int = 2048  # val images the proxy scores (agent and sensitivity)
+    bn_images: int = 1024  # val images for the proxy's BatchNorm re-estimation
+    test_limit: int | None = None
+    max_revisions: int | None = None  # None: the search's default budget
+    weights: str = str(ADAPTED_WEIGHTS)
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(budgets=(0.5,), seeds=(0,), train_images=256, eval_images=256, bn_images=128, test_limit=500,
+                   max_revisions=3)
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the results (cache key of every record)."""
+        d = dataclasses.asdict(self)
+        d["recipe"] = self.recipe.to_dict()
+        w = Path(self.weights)
+        d["weights"] = sha256_file(w) if w.is_file() else "pretrained"
+        for k in ("budgets", "seeds", "strategies"):
+            d.pop(k)  # growing the study must not invalidate finished cells
+        return d
+
+
+class Context:
+    """What every task of one worker process shares, built on first use."""
+
+    def __init__(self, cfg: Config, fixed: dict[str, Strategy] | None = None):
+        self.cfg = cfg
+        self.fixed = {name: strategy_preset(name) for name in BASELINES} | (fixed or {})
+        self.x = torch.randn(INPUT, generator=torch.Generator().manual_seed(0))
+
+    @cached_property
+    def teacher(self) -> torch.nn.Module:
+        model, self.teacher_source = load_teacher(self.cfg.weights)
+        return model.eval()
+
+    @cached_property
+    def plan(self):
+        return get_plan(self.teacher, self.x, calibration_batches("cifar10", n_batches=4, batch_size=64))
+
+    @cached_property
+    def evaluator(self):
+        b = 128 if self.cfg.eval_images >= 128 else self.cfg.eval_images
+        loader = cifar10("val", batch_size=b, shuffle=True, seed=0)  # shuffled: val is sorted by class
+        return proxy_accuracy(loader, batches=self.cfg.eval_images // b, bn_batches=max(1, self.cfg.bn_images // b))
+
+    @cached_property
+    def small_evaluator(self):
+        """The proxy on 512 val images (BatchNorm re-estimated on 512 others)."""
+        return proxy_accuracy(cifar10("val", batch_size=128, shuffle=True, seed=0), batches=4, bn_batches=4)
+
+    @cached_property
+    def test(self):
+        return cifar10("test", batch_size=500, limit=self.cfg.test_limit)
+
+    def target(self, budget: float) -> int:
+        return int(budget * self.plan.base_macs)
+
+    def strategy(self, name: str, budget: float, store: ResultStore) -> Strategy:
+        """The strategy ``name`` before landing (a search's result is read from ``store``)."""
+        if name in self.fixed:
+            return self.fixed[name]
+        rec = store.get(search_key(name, budget))
+        if rec is None:
+            raise KeyError(f"no search result for {name} at {budget}")
+        return Strategy.from_dict(rec["strategy"])
+
+    def land(self, name: str, budget: float, store: ResultStore):
+        """The fit of strategy ``name`` on ``budget`` (deterministic)."""
+        return fit_to_budget(self.teacher, self.strategy(name, budget, store), self.target(budget), self.x,
+                             plan=self.plan)
+
+
+def search_key(name: str, budget: float) -> str:
+    return f"search/{name}/{budget:g}"
+
+
+def cell_key(budget: float, name: str, seed: int) -> str:
+    return f"cell/{budget:g}/{name}/seed{seed}"
+
+
+# ---------------------------------------------------------------------------- tasks
+def _sensitivity_task(ctx: Context) -> Callable[[ResultStore], dict]:
+    def run(store: ResultStore) -> dict:
+        table = measure_sensitivity(ctx.teacher, ctx.x, ctx.evaluator, plan=ctx.plan, progress=False)
+        print(table.summary(), flush=True)
+        return table.to_dict()
+
+    return run
+
+
+def _fastnas_task(ctx: Context, budget: float) -> Callable[[ResultStore], dict]:
+    def run(store: ResultStore) -> dict:
+        table = SensitivityTable.from_dict(store.get("sensitivity"))
+        res = sensitivity_search(ctx.teacher, ctx.target(budget), ctx.x, table, plan=ctx.plan)
+        score = ctx.evaluator(res.fit.prune().model)
+        print(res.summary(), flush=True)
+        return {"strategy": res.strategy.to_dict(), "search_seconds": res.seconds, "score": score,
+                "allocation": res.allocation, "tau": res.tau}
+
+    return run
+
+
+def _agent_task(ctx: Context, budget: float) -> Callable[[ResultStore], dict]:
+    def run(store: ResultStore) -> dict:
+        from ..agents.backends import AnalystBackend
+        from ..agents.search import AgenticSearch
+
+        t0 = time.perf_counter()
+        search = AgenticSearch(
+            ctx.teacher, ctx.target(budget), ctx.x, evaluator=ctx.evaluator, max_revisions=ctx.cfg.max_revisions,
+            backend=AnalystBackend(eval_images=ctx.evaluator.eval_images), plan=ctx.plan, progress=False,
+        )
+        res = search.run()
+        print(f"agent @ {budget:g}: {res.summary()}", flush=True)
+        return {"strategy": res.strategy.to_dict(), "search_seconds": time.perf_counter() - t0,
+                "score": res.score, "score_se": res.score_se, "default_score": res.default_score,
+                "revisions": res.revisions, "stop_reason": res.stop_reason}
+
+    return run
+
+
+def _cell_task(ctx: Context, budget: float, name: str, seed: int) -> Callable[[ResultStore], dict]:
+    def run(store: ResultStore) -> dict:
+        fit = ctx.land(name, budget, store)
+        pruned = fit.prune()
+        student = copy.deepcopy(pruned.model).train()
+        train = cifar10("train", batch_size=128, limit=ctx.cfg.train_images, seed=seed)
+        ft = finetune(student, train, None, ctx.cfg.recipe, teacher=ctx.teacher, amp=False, seed=seed,
+                      progress=False)
+        acc = evaluate(student, ctx.test)
+        rec = store.get(search_key(name, budget)) or {}
+        return {"budget": budget, "strategy": name, "seed": seed, "macs": pruned.macs, "params": pruned.params,
+                "target_macs": ctx.target(budget), "base_macs": ctx.plan.base_macs,
+                "error_pct": fit.error_pct, "test_top1": acc["top1"], "test_loss": acc["loss"],
+                "train_images": len(train.dataset), "ft_seconds": ft.seconds,
+                "search_seconds": rec.get("search_seconds", fit.seconds),
+                "strategy_json": fit.strategy.to_json()}
+
+    return run
+
+
+def cell_estimate(cfg: Config, budget: float) -> float:
+    """Seconds of one fine-tuning cell on one thread (from :data:`KD_IMAGES_PER_S`)."""
+    rate = KD_IMAGES_PER_S.get(budget, 140.0)
+    return (cfg.train_images or 45_000) * cfg.recipe.epochs / rate + 25
+
+
+def search_tasks(ctx: Context) -> list[Task]:
+    """The sensitivity table and the searched strategies' searches, per budget."""
+    cfg = ctx.cfg
+    groups = 30  # ResNet-56's prunable groups
+    out = []
+    if "fastnas_sensitivity" in cfg.strategies:
+        per_eval = 3.0 * (cfg.eval_images + cfg.bn_images) / 1000
+        out.append(Task("sensitivity", _sensitivity_task(ctx), estimate_s=groups * 3 * per_eval))
+        out += [Task(search_key("fastnas_sensitivity", b), _fastnas_task(ctx, b), deps=("sensitivity",),
+                     estimate_s=20) for b in cfg.budgets]
+    if "agent" in cfg.strategies:
+        out += [Task(search_key("agent", b), _agent_task(ctx, b), estimate_s=300) for b in cfg.budgets]
+    return out
+
+
+def cell_tasks(ctx: Context, names: tuple[str, ...], seeds: tuple[int, ...]) -> list[Task]:
+    """Fine-tuning cells, seed-major (every strategy's seed 0 first)."""
+    out = []
+    for seed in seeds:
+        for b in ctx.cfg.budgets:
+            for name in names:
+                deps = (search_key(name, b),) if name in SEARCHED else ()
+                out.append(Task(cell_key(b, name, seed), _cell_task(ctx, b, name, seed), deps=deps,
+                                estimate_s=cell_estimate(ctx.cfg, b)))
+    return out
+
+
+def tasks(ctx: Context) -> list[Task]:
+    """Every task of the study, searches first."""
+    return search_tasks(ctx) + cell_tasks(ctx, ctx.cfg.strategies, ctx.cfg.seeds)

@@ -1,0 +1,162 @@
+"""Run and report the accuracy-at-budget and proxy-fidelity studies (one shared task store).
+
+    python scripts/accuracy_at_budget.py --workers 2            # both studies, 2 processes
+    python scripts/accuracy_at_budget.py --quick                # smoke: minutes, data/smoke/
+    python scripts/accuracy_at_budget.py --report-only          # tables from what is finished
+
+Writes ``data/05_accuracy_at_budget.csv`` (one row per budget, strategy, seed),
+``data/05_accuracy_at_budget_summary.csv`` (mean, std, paired difference to the agent, search
+seconds), ``data/proxy_fidelity.csv`` and ``data/proxy_fidelity_candidates.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import at_budget as A
+from . import proxy_fidelity as P
+from .machine import annotate, machine_line, output_dir, write_table
+from .taskqueue import ResultStore, estimate, run_tasks
+
+
+def all_tasks(ctx: A.Context, fidelity: bool) -> list:
+    """Searches, the accuracy study's cells (seed-major), then the fidelity study's extras."""
+    seen, out = set(), []
+    for t in A.tasks(ctx) + (P.tasks(ctx) if fidelity else []):
+        if t.key not in seen:
+            seen.add(t.key)
+            out.append(t)
+    return out
+
+
+def cells_frame(store: ResultStore, cfg: A.Config) -> pd.DataFrame:
+    """One row per finished (budget, strategy, seed) cell of the accuracy study."""
+    rows = [store.get(A.cell_key(b, n, s)) for b in cfg.budgets for n in cfg.strategies for s in cfg.seeds]
+    cols = ["budget", "strategy", "seed", "macs", "params", "target_macs", "error_pct", "test_top1", "test_loss",
+            "train_images", "ft_seconds", "search_seconds", "strategy_json"]
+    return pd.DataFrame([r for r in rows if r], columns=cols)
+
+
+def summary_frame(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per budget and strategy: seeds, mean and std of test top-1, the agent's mean paired
+    difference over shared seeds (agent - strategy) and its std, the search seconds."""
+    out = []
+    for (b, name), g in cells.groupby(["budget", "strategy"], sort=False):
+        agent = cells[(cells["budget"] == b) & (cells["strategy"] == "agent")].set_index("seed")["test_top1"]
+        mine = g.set_index("seed")["test_top1"]
+        shared = sorted(set(agent.index) & set(mine.index))
+        diff = (agent[shared] - mine[shared]) if shared else pd.Series(dtype=float)
+        out.append({"budget": b, "strategy": name, "seeds": len(g), "macs": int(g["macs"].iloc[0]),
+                    "test_top1_mean": g["test_top1"].mean(), "test_top1_std": g["test_top1"].std(ddof=1),
+                    "agent_minus_this_mean": diff.mean() if len(diff) else np.nan,
+                    "agent_minus_this_std": diff.std(ddof=1) if len(diff) > 1 else np.nan,
+                    "search_seconds": g["search_seconds"].iloc[0]})
+    return pd.DataFrame(out)
+
+
+def verdict(summary: pd.DataFrame) -> list[str]:
+    """One sentence per budget: does the agent beat the best baseline, by how much."""
+    lines = []
+    for b, g in summary.groupby("budget", sort=False):
+        if "agent" not in set(g["strategy"]) or len(g) < 2:
+            continue
+        agent = g[g["strategy"] == "agent"].iloc[0]
+        others = g[g["strategy"] != "agent"].sort_values("test_top1_mean", ascending=False)
+        best = others.iloc[0]
+        gap = agent["test_top1_mean"] - best["test_top1_mean"]
+        lines.append(
+            f"{b:.0%} of MACs: agent {agent['test_top1_mean']:.2f} +- {agent['test_top1_std']:.2f} vs best baseline "
+            f"{best['strategy']} {best['test_top1_mean']:.2f} +- {best['test_top1_std']:.2f} "
+            f"(paired agent - it {best['agent_minus_this_mean']:+.2f} +- {best['agent_minus_this_std']:.2f} over "
+            f"{int(min(agent['seeds'], best['seeds']))} seeds): "
+            + ("agent beats it by >= 0.3 pp" if gap >= 0.3 else "agent does NOT beat it by 0.3 pp"))
+    return lines
+
+
+def candidates_frame(store: ResultStore, cfg: A.Config) -> pd.DataFrame:
+    """One row per fidelity candidate: every proxy value and seconds, and the ground truth."""
+    rows = []
+    for b in cfg.budgets:
+        for n in P.FIDELITY_STRATEGIES:
+            p, c = store.get(P.proxies_key(b, n)), store.get(A.cell_key(b, n, 0))
+            if p and c:
+                rows.append({"budget": b, "strategy": n, "macs": c["macs"], "test_top1": c["test_top1"],
+                             **p["proxies"], **{f"{k}_seconds": v for k, v in p["seconds"].items()}})
+    return pd.DataFrame(rows)
+
+
+def write_reports(store: ResultStore, cfg: A.Config, out_dir: Path, fidelity: bool) -> list[str]:
+    """Write the tables that have data; return the summary lines."""
+    store.refresh()
+    lines = []
+    cells = cells_frame(store, cfg)
+    if len(cells):
+        write_table(annotate(cells), out_dir / "05_accuracy_at_budget.csv")
+        summ = summary_frame(cells)
+        write_table(summ, out_dir / "05_accuracy_at_budget_summary.csv")
+        lines += [summ.to_string(index=False, float_format=lambda v: f"{v:.2f}"), *verdict(summ)]
+    if fidelity:
+        cand = candidates_frame(store, cfg)
+        if len(cand):
+            write_table(cand, out_dir / "proxy_fidelity_candidates.csv")
+            table = P.fidelity_table(store, cfg.budgets)
+            write_table(annotate(table), out_dir / "proxy_fidelity.csv")
+            lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke configuration (minutes) -> data/smoke/")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes (1 torch thread each)")
+    ap.add_argument("--no-fidelity", action="store_true", help="only the accuracy-at-budget study")
+    ap.add_argument("--train-images", type=int, default=None, help="fine-tuning images per cell")
+    ap.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2)")
+    ap.add_argument("--root", type=Path, default=None, help=f"task store (default {A.ROOT})")
+    ap.add_argument("--out-dir", type=Path, default=None)
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = A.Config.quick() if args.quick else A.Config()
+    if args.train_images:
+        cfg = A.Config(**{**cfg.__dict__, "train_images": args.train_images})
+    if args.seeds:
+        cfg = A.Config(**{**cfg.__dict__, "seeds": tuple(int(s) for s in args.seeds.split(","))})
+    fidelity = not args.no_fidelity and not args.quick
+    root = args.root or (output_dir(True) / "at_budget_runs" if args.quick else A.ROOT)
+    store = ResultStore(root, cfg.settings())
+    ctx = A.Context(cfg, fixed=P.EXTRAS)
+    tasks = all_tasks(ctx, fidelity)
+    if not args.worker and not args.report_only:
+        left = sum(t.key not in store for t in tasks)
+        print(f"{left}/{len(tasks)} tasks left; estimated {estimate(tasks, store, args.workers) / 60:.0f} min "
+              f"with {args.workers} worker(s) ({machine_line(1)})", flush=True)
+    if not args.report_only:
+        extra = [subprocess.Popen([sys.executable, "-m", __name__, *(argv or sys.argv[1:]), "--worker"],
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+                 for _ in range(max(0, args.workers - 1))] if not args.worker else []
+        t0 = time.perf_counter()
+        run_tasks(tasks, store)
+        for p in extra:
+            p.wait()
+        if args.worker:
+            return 0
+        print(f"finished in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    out_dir = args.out_dir or output_dir(args.quick)
+    for line in write_reports(store, cfg, out_dir, fidelity):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
