@@ -6,6 +6,8 @@ import ast
 import json
 from pathlib import Path
 
+import torch
+
 import agentic_toolkit.data as data_module
 from agentic_toolkit.cli import main
 
@@ -36,7 +38,7 @@ def _calls_with_test_split(source: str) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Call):
             name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
-            if name in {"proxy_accuracy", "BudgetPanel", "AgenticSearch", "run_agentic_pruning"}:
+            if name in {"proxy_accuracy", "default_evaluator", "BudgetPanel", "AgenticSearch", "run_agentic_pruning"}:
                 text = ast.unparse(node)
                 if "'test'" in text or '"test"' in text or "test_loader" in text:
                     found.append(text[:120])
@@ -53,3 +55,18 @@ def test_no_selection_on_test_in_package_or_notebooks():
     assert offending == {}
     # the detector itself works
     assert _calls_with_test_split('proxy_accuracy(cifar10("test"), batches=2)')
+
+
+def test_default_evaluator_scores_val_and_refuses_test():
+    import pytest
+
+    import agentic_toolkit as at
+
+    ev = at.default_evaluator(eval_images=256, bn_images=128)
+    assert ev.eval_images == 256 and len(ev.bn_batches) == 1
+    labels = torch.cat([y for _, y in ev.eval_batches])
+    assert len(labels.unique()) == 10  # shuffled: every class, not the first class of the sorted split
+    from agentic_toolkit.errors import ToolkitError
+
+    with pytest.raises(ToolkitError, match="never on the test split"):
+        at.default_evaluator("test")

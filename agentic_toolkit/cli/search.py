@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default=None,
                         help="'true' (CIFAR ResNets: offline weights) or a local checkpoint path")
     parser.add_argument("--proxy-batches", type=int, default=0,
-                        help="score in-band candidates by proxy accuracy on N batches of the held-out CIFAR-10 val split (CIFAR models)")
+                        help="score in-band candidates with the default evaluator on N batches of 128 held-out CIFAR-10 val images "
+                             "(BatchNorm re-estimated on up to 1,024 others; 16 = at.default_evaluator()); CIFAR models")
     parser.add_argument("--log", default=None, help="history JSONL path (flushed every revision)")
     parser.add_argument("--resume", action="store_true", help="continue the search recorded in --log")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --log instead of resuming")
@@ -99,12 +100,11 @@ def run(args: argparse.Namespace) -> int:
     if args.proxy_batches:
         if not args.model.startswith("cifar_"):
             raise ToolkitError("--proxy-batches needs CIFAR-10 data: use it with a cifar_resnet model")
-        from ..data import cifar10
-        from ..training.evaluation import proxy_accuracy
+        from ..training.evaluation import default_evaluator
 
-        # selection data is the held-out val split, never test; it is stored class by class,
-        # so shuffle (seeded) to mix classes in every batch
-        evaluator = proxy_accuracy(cifar10("val", batch_size=128, shuffle=True, seed=0), batches=args.proxy_batches)
+        # selection data is the held-out val split (shuffled, seeded), never test
+        n = 128 * args.proxy_batches
+        evaluator = default_evaluator(eval_images=n, bn_images=min(n, 1024))
     calibration = None
     if args.importance and get_importance(args.importance).needs_gradients and args.model.startswith("cifar_"):
         from ..data import calibration_batches

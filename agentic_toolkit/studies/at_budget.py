@@ -48,7 +48,7 @@ from ..paths import PROJECT_ROOT
 from ..pruning.apply import get_plan
 from ..pruning.budget import fit_to_budget
 from ..pruning.strategy import Strategy, strategy_preset
-from ..training.evaluation import evaluate, proxy_accuracy
+from ..training.evaluation import default_evaluator, evaluate, proxy_accuracy
 from ..training.finetune import finetune
 from ..training.recipe import Recipe
 from .adaptation import ADAPTED_WEIGHTS
@@ -78,11 +78,13 @@ class Config:
     test_limit: int | None = None
     max_revisions: int | None = None  # None: the search's default budget
     weights: str = str(ADAPTED_WEIGHTS)
+    kd_proxy_steps: int = 50  # the fidelity study's short-KD proxy
+
 
     @classmethod
     def quick(cls) -> Config:
-        return cls(budgets=(0.5,), seeds=(0,), train_images=256, eval_images=256, bn_images=128, test_limit=500,
-                   max_revisions=3)
+        return cls(budgets=(0.5,), seeds=(0,), train_images=256, eval_images=128, bn_images=128, test_limit=500,
+                   max_revisions=3, kd_proxy_steps=4)
 
     def settings(self) -> dict[str, Any]:
         """What decides the results (cache key of every record)."""
@@ -90,8 +92,8 @@ class Config:
         d["recipe"] = self.recipe.to_dict()
         w = Path(self.weights)
         d["weights"] = sha256_file(w) if w.is_file() else "pretrained"
-        for k in ("budgets", "seeds", "strategies"):
-            d.pop(k)  # growing the study must not invalidate finished cells
+        for k in ("budgets", "seeds", "strategies", "kd_proxy_steps"):
+            d.pop(k)  # growing the study must not invalidate finished cells (proxy records say their steps)
         return d
 
 
@@ -114,9 +116,8 @@ class Context:
 
     @cached_property
     def evaluator(self):
-        b = 128 if self.cfg.eval_images >= 128 else self.cfg.eval_images
-        loader = cifar10("val", batch_size=b, shuffle=True, seed=0)  # shuffled: val is sorted by class
-        return proxy_accuracy(loader, batches=self.cfg.eval_images // b, bn_batches=max(1, self.cfg.bn_images // b))
+        """The search's evaluator: the toolkit's default proxy on held-out val images."""
+        return default_evaluator(eval_images=self.cfg.eval_images, bn_images=self.cfg.bn_images)
 
     @cached_property
     def small_evaluator(self):

@@ -28,10 +28,10 @@ from .machine import annotate, machine_line, output_dir, write_table
 from .taskqueue import ResultStore, estimate, run_tasks
 
 
-def all_tasks(ctx: A.Context, fidelity: bool) -> list:
+def all_tasks(ctx: A.Context, accuracy: bool = True, fidelity: bool = True) -> list:
     """Searches, the accuracy study's cells (seed-major), then the fidelity study's extras."""
     seen, out = set(), []
-    for t in A.tasks(ctx) + (P.tasks(ctx) if fidelity else []):
+    for t in (A.tasks(ctx) if accuracy else []) + (P.tasks(ctx) if fidelity else []):
         if t.key not in seen:
             seen.add(t.key)
             out.append(t)
@@ -82,6 +82,40 @@ def verdict(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+README_MARKERS = ("<!-- accuracy-at-budget:start -->", "<!-- accuracy-at-budget:end -->")
+
+
+def readme_block(summary: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """The README's result table and verdict, rendered from the study's tables."""
+    imgs = int(cells["train_images"].iloc[0]) if len(cells) else 0
+    lines = [
+        f"Adapted CIFAR-10 ResNet-56, KD fine-tuning on {imgs:,} training images per seed (one recipe "
+        "for all), top-1 on the JPEG test set, mean +- std over seeds; `agent - this` is the paired "
+        "difference over the same seeds. From `data/05_accuracy_at_budget.csv` "
+        "(`python scripts/accuracy_at_budget.py --workers 2`).",
+        "",
+        "| budget | strategy | seeds | MMACs | test top-1 | agent - this | search s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary.itertuples():
+        diff = "" if r.strategy == "agent" else f"{r.agent_minus_this_mean:+.2f} +- {r.agent_minus_this_std:.2f}"
+        lines.append(f"| {r.budget:.0%} | {r.strategy} | {r.seeds} | {r.macs / 1e6:.2f} | "
+                     f"{r.test_top1_mean:.2f} +- {r.test_top1_std:.2f} | {diff} | {r.search_seconds:.0f} |")
+    lines += ["", *[f"- {v}" for v in verdict(summary)]]
+    return "\n".join(lines)
+
+
+def update_readme(path: Path, block: str) -> bool:
+    """Replace the text between :data:`README_MARKERS` in ``path``; False when they are missing."""
+    text = path.read_text()
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    path.write_text(head + start + "\n" + block + "\n" + end + rest.split(end, 1)[1])
+    return True
+
+
 def candidates_frame(store: ResultStore, cfg: A.Config) -> pd.DataFrame:
     """One row per fidelity candidate: every proxy value and seconds, and the ground truth."""
     rows = []
@@ -94,16 +128,22 @@ def candidates_frame(store: ResultStore, cfg: A.Config) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_reports(store: ResultStore, cfg: A.Config, out_dir: Path, fidelity: bool) -> list[str]:
+def write_reports(store: ResultStore, cfg: A.Config, out_dir: Path, accuracy: bool = True, fidelity: bool = True,
+                  update: bool = False) -> list[str]:
     """Write the tables that have data; return the summary lines."""
     store.refresh()
     lines = []
     cells = cells_frame(store, cfg)
-    if len(cells):
+    if accuracy and len(cells):
         write_table(annotate(cells), out_dir / "05_accuracy_at_budget.csv")
         summ = summary_frame(cells)
         write_table(summ, out_dir / "05_accuracy_at_budget_summary.csv")
         lines += [summ.to_string(index=False, float_format=lambda v: f"{v:.2f}"), *verdict(summ)]
+        if update:
+            from ..paths import PROJECT_ROOT
+
+            ok = update_readme(PROJECT_ROOT / "README.md", readme_block(summ, cells))
+            lines.append("README updated" if ok else "README has no accuracy-at-budget markers")
     if fidelity:
         cand = candidates_frame(store, cfg)
         if len(cand):
@@ -118,12 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke configuration (minutes) -> data/smoke/")
     ap.add_argument("--workers", type=int, default=1, help="worker processes (1 torch thread each)")
-    ap.add_argument("--no-fidelity", action="store_true", help="only the accuracy-at-budget study")
+    ap.add_argument("--studies", default="accuracy,fidelity", help="accuracy and/or fidelity (comma-separated)")
     ap.add_argument("--train-images", type=int, default=None, help="fine-tuning images per cell")
     ap.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2)")
     ap.add_argument("--root", type=Path, default=None, help=f"task store (default {A.ROOT})")
     ap.add_argument("--out-dir", type=Path, default=None)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--update-readme", action="store_true", help="rewrite the README's result table")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -132,11 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = A.Config(**{**cfg.__dict__, "train_images": args.train_images})
     if args.seeds:
         cfg = A.Config(**{**cfg.__dict__, "seeds": tuple(int(s) for s in args.seeds.split(","))})
-    fidelity = not args.no_fidelity and not args.quick
+    studies = set(args.studies.split(","))
+    if not studies or studies - {"accuracy", "fidelity"}:
+        ap.error(f"--studies takes accuracy and/or fidelity, got {args.studies!r}")
+    accuracy, fidelity = "accuracy" in studies, "fidelity" in studies
     root = args.root or (output_dir(True) / "at_budget_runs" if args.quick else A.ROOT)
     store = ResultStore(root, cfg.settings())
     ctx = A.Context(cfg, fixed=P.EXTRAS)
-    tasks = all_tasks(ctx, fidelity)
+    tasks = all_tasks(ctx, accuracy, fidelity)
     if not args.worker and not args.report_only:
         left = sum(t.key not in store for t in tasks)
         print(f"{left}/{len(tasks)} tasks left; estimated {estimate(tasks, store, args.workers) / 60:.0f} min "
@@ -153,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(f"finished in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     out_dir = args.out_dir or output_dir(args.quick)
-    for line in write_reports(store, cfg, out_dir, fidelity):
+    for line in write_reports(store, cfg, out_dir, accuracy, fidelity, update=args.update_readme and not args.quick):
         print(line)
     return 0
 

@@ -35,7 +35,7 @@ from ..pruning.strategy import Strategy
 from ..training.evaluation import evaluate
 from ..training.finetune import finetune
 from ..training.recipe import Recipe
-from .at_budget import BASELINES, Context, cell_key, cell_tasks, cell_estimate
+from .at_budget import BASELINES, Context, cell_estimate, cell_key, cell_tasks
 from .taskqueue import ResultStore, Task
 
 #: Strategies besides the accuracy study's baselines (which are shared with it).
@@ -52,7 +52,7 @@ EXTRAS = {
 }
 FIDELITY_STRATEGIES = BASELINES + tuple(EXTRAS)
 PROXIES = ("bn_top1_512", "bn_top1_2048", "bn_neg_loss_2048", "bn_neg_kl_2048", "kd_top1_k50")
-KD_STEPS, KD_BATCH = 50, 64
+KD_BATCH = 64  # the short-KD proxy's batch; its steps are Config.kd_proxy_steps (50)
 
 
 def proxies_key(budget: float, name: str) -> str:
@@ -91,14 +91,15 @@ def _proxies_task(ctx: Context, budget: float, name: str) -> Callable[[ResultSto
         kl, dt = _timed(lambda: _neg_kl(prepared, ctx.teacher, ev.eval_batches))
         out["bn_neg_kl_2048"], secs["bn_neg_kl_2048"] = kl, secs["bn_top1_2048"] + dt
         out["kd_top1_k50"], secs["kd_top1_k50"] = _timed(lambda: _kd_proxy(ctx, model))
-        return {"budget": budget, "strategy": name, "proxies": out, "seconds": secs}
+        return {"budget": budget, "strategy": name, "proxies": out, "seconds": secs,
+                "kd_steps": ctx.cfg.kd_proxy_steps}
 
     return run
 
 
 def _kd_proxy(ctx: Context, model: torch.nn.Module) -> float:
     student = copy.deepcopy(model).train()
-    train = cifar10("train", batch_size=KD_BATCH, limit=KD_STEPS * KD_BATCH, seed=0)
+    train = cifar10("train", batch_size=KD_BATCH, limit=ctx.cfg.kd_proxy_steps * KD_BATCH, seed=0)
     finetune(student, train, None, Recipe.preset("cifar", epochs=1), teacher=ctx.teacher, amp=False, seed=0,
              progress=False)
     return evaluate(student, ctx.evaluator.eval_batches)["top1"]

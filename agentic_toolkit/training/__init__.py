@@ -7,7 +7,7 @@ re-estimation, the proxy evaluator), ``distributed`` (torchrun/DDP helpers).
 """
 
 from .checkpoints import list_checkpoints
-from .evaluation import ProxyAccuracy, evaluate, proxy_accuracy
+from .evaluation import DEFAULT_PROXY, ProxyAccuracy, default_evaluator, evaluate, proxy_accuracy
 from .finetune import NonFiniteLossError, finetune
 from .recipe import PRESETS, Recipe
 from .result import FinetuneResult
@@ -22,4 +22,6 @@ __all__ = [
     "finetune",
     "list_checkpoints",
     "proxy_accuracy",
+    "default_evaluator",
+    "DEFAULT_PROXY",
 ]

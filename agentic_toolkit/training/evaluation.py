@@ -306,3 +306,33 @@ def proxy_accuracy(
         bn_recalibration=bn_recalibration,
         device=torch.device(device) if device is not None else None,
     )
+
+
+#: The toolkit's default search evaluator: the cheapest proxy that ranks candidates like
+#: fine-tuning does (Spearman rho >= 0.8 at 50% and 30% MACs, ``data/proxy_fidelity.csv``,
+#: notebook 07), i.e. BatchNorm re-estimated on ``bn_images`` and top-1 on ``eval_images``.
+DEFAULT_PROXY = {"name": "bn_top1_2048", "eval_images": 2048, "bn_images": 1024}
+
+
+def default_evaluator(
+    split: str = "val",
+    eval_images: int = DEFAULT_PROXY["eval_images"],
+    bn_images: int = DEFAULT_PROXY["bn_images"],
+    seed: int = 0,
+    batch_size: int = 128,
+) -> ProxyAccuracy:
+    """The default proxy (:data:`DEFAULT_PROXY`) on held-out CIFAR-10 ``val`` images.
+
+    The ``val`` split is shuffled with ``seed`` (it is stored sorted by class), the first
+    ``bn_images`` re-estimate BatchNorm statistics and the next ``eval_images`` are scored.
+    Search candidates are never scored on the test split: ``split="test"`` is an error.
+    """
+    from ..data import cifar10
+
+    if split == "test":
+        raise ToolkitError("search candidates are scored on held-out data, never on the test split; use 'val'")
+    if eval_images < 1 or bn_images < 1 or batch_size < 1:
+        raise ToolkitError("eval_images, bn_images and batch_size must be >= 1")
+    b = min(batch_size, eval_images, bn_images)
+    loader = cifar10(split, batch_size=b, shuffle=True, seed=seed)
+    return proxy_accuracy(loader, batches=max(1, eval_images // b), bn_batches=max(1, bn_images // b))

@@ -1,0 +1,59 @@
+"""Figures of the accuracy-at-budget and proxy-fidelity studies, drawn from their CSVs."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+ORDER = ("uniform_l1", "global_magnitude", "isomorphic_taylor", "fastnas_sensitivity", "agent")
+
+
+def plot_accuracy_at_budget(cells: pd.DataFrame, baseline_top1: float | None = None):
+    """Test top-1 of every seed (dots) and its mean +- std (bar), one panel per budget; the
+    search seconds are written under each strategy."""
+    budgets = sorted(cells["budget"].unique(), reverse=True)
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5.2 * len(budgets), 4.2), squeeze=False)
+    order = [s for s in ORDER if s in set(cells["strategy"])] + sorted(set(cells["strategy"]) - set(ORDER))
+    for ax, b in zip(axes[0], budgets, strict=True):
+        d = cells[cells["budget"] == b]
+        sns.pointplot(data=d, x="strategy", y="test_top1", order=order, errorbar="sd", linestyle="none",
+                      color="k", markers="_", capsize=0.25, ax=ax)
+        sns.stripplot(data=d, x="strategy", y="test_top1", order=order, hue="strategy", legend=False,
+                      size=6, jitter=0.12, ax=ax)
+        secs = d.groupby("strategy")["search_seconds"].first()
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels([f"{s}\n{secs.get(s, 0):.0f} s search" for s in order], rotation=30, ha="right",
+                           fontsize=8)
+        if baseline_top1 is not None:
+            ax.axhline(baseline_top1, color="grey", ls="--", lw=0.8, label=f"unpruned {baseline_top1:.2f}%")
+            ax.legend(fontsize=8, loc="lower right")
+        macs = d["macs"].mean() / 1e6
+        ax.set_title(f"{b:.0%} of the MACs (~{macs:.1f} MMACs)")
+        ax.set_xlabel("")
+        ax.set_ylabel("top-1 on the JPEG CIFAR-10 test set (%)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_proxy_fidelity(table: pd.DataFrame, candidates: pd.DataFrame, proxy: str):
+    """Left: each proxy's Spearman rho with its 95% interval per budget, against its cost.
+    Right: ``proxy`` against the fine-tuned test top-1, one dot per strategy and budget."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for budget, d in table.groupby("budget"):
+        a.errorbar(d["seconds_per_candidate"], d["spearman"],
+                   yerr=[d["spearman"] - d["ci_low"], d["ci_high"] - d["spearman"]], fmt="o", capsize=3,
+                   label=f"{budget:.0%} MACs")
+        for r in d.itertuples():
+            a.annotate(r.proxy, (r.seconds_per_candidate, r.spearman), fontsize=7, xytext=(4, 2),
+                       textcoords="offset points")
+    a.axhline(0.8, color="grey", ls="--", lw=0.8)
+    a.set_xscale("log")
+    a.set_xlabel("seconds per candidate (1 thread)")
+    a.set_ylabel("Spearman rho with fine-tuned test top-1")
+    a.legend(fontsize=8)
+    sns.scatterplot(data=candidates, x=proxy, y="test_top1", hue="budget", style="budget", ax=b, s=50)
+    b.set_xlabel(f"{proxy} (val)")
+    b.set_ylabel("top-1 after fine-tuning (JPEG test, %)")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,112 @@
+"""Per-group scopes, the sensitivity baseline, the resumable task queue and the fidelity table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import agentic_toolkit as at
+from agentic_toolkit.agents.sensitivity import measure_sensitivity, sensitivity_search
+from agentic_toolkit.pruning.strategy import StrategyError
+from agentic_toolkit.studies import proxy_fidelity as P
+from agentic_toolkit.studies.taskqueue import ResultStore, Task, run_tasks
+
+
+def test_group_scope_multiplies_one_group_only(r20):
+    model, x, plan = r20
+    keys = list(plan.group_scopes())
+    assert keys and all(k.startswith("group:") for k in keys)
+    target = keys[0]
+    base = at.Strategy(isomorphic=False, global_pruning=False, pruning_ratio=0.25)
+    plain = plan.removed_channels(plan.select(base))
+    shaped = plan.removed_channels(plan.select(base.replace(multipliers={target: 2.0})))
+    g = plan.group_scopes()[target]
+    assert shaped[g.index] > plain[g.index]  # that group loses about twice as many
+    assert {i: n for i, n in shaped.items() if i != g.index} == {i: n for i, n in plain.items() if i != g.index}
+    with pytest.raises(StrategyError, match="unknown scope 'group:nope'"):
+        plan.check_strategy(base.replace(multipliers={"group:nope": 0.5}))
+
+
+@pytest.fixture(scope="module")
+def small_proxy():
+    loader = at.cifar10("val", batch_size=128, shuffle=True, seed=0)
+    return at.proxy_accuracy(loader, batches=1, bn_batches=1)
+
+
+def test_sensitivity_allocation_lands_and_spares_sensitive_groups(r20_calibrated, small_proxy):
+    model, x, calib, plan = r20_calibrated
+    table = measure_sensitivity(model, x, small_proxy, fractions=(0.5,), plan=plan, progress=False)
+    assert len(table.frame) == len(plan.group_scopes())
+    assert table.frame["drop"].max() > 5  # some group matters on a real pretrained model
+    target = int(0.6 * plan.base_macs)
+    res = sensitivity_search(model, target, x, table, plan=plan)
+    assert res.fit.within_tolerance and -5 <= res.fit.error_pct <= 1
+    drops = table.frame.set_index("group")["drop"].clip(lower=0)
+    for key, share in res.allocation.items():
+        assert (share > 0) == (drops[key] <= res.tau)  # exactly the groups within the threshold are cut
+    assert "sensitivity allocation" in res.summary()
+
+
+def _ok(value):
+    return lambda store: {"value": value}
+
+
+def test_task_queue_respects_deps_and_resumes(tmp_path):
+    calls = []
+
+    def boom(store):
+        raise RuntimeError("interrupted")
+
+    def needs_a(store):
+        calls.append("b")
+        return {"value": store.get("a")["value"] + 1}
+
+    store = ResultStore(tmp_path, {"v": 1})
+    with pytest.raises(RuntimeError):
+        run_tasks([Task("a", _ok(1)), Task("c", boom), Task("b", needs_a, deps=("a",))], store, poll_s=0.01)
+    assert "a" in store and "b" not in store  # finished work is kept, the claim released
+    again = ResultStore(tmp_path, {"v": 1})
+    assert again.get("a") == {"value": 1, "task_seconds": pytest.approx(0, abs=1)}
+    ran = run_tasks([Task("a", _ok(99)), Task("c", _ok(3)), Task("b", needs_a, deps=("a",))], again, poll_s=0.01)
+    assert ran == 2 and again.get("b")["value"] == 2 and again.get("a")["value"] == 1
+    assert ResultStore(tmp_path, {"v": 2}).records == {}  # other settings: nothing reused
+
+
+def test_task_queue_takes_over_a_dead_workers_claim(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (tmp_path / "claims").mkdir(parents=True)
+    (tmp_path / "claims" / "cell__x").write_text(f"{socket.gethostname()}:{int(dead.stdout)}")
+    store = ResultStore(tmp_path, {})
+    assert run_tasks([Task("cell/x", _ok(5))], store, poll_s=0.01) == 1
+    assert not (tmp_path / "claims" / "cell__x").exists()
+
+
+def test_fidelity_table_and_default_proxy():
+    x = np.arange(12.0)
+    rho, lo, hi = P._spearman_ci(x, x ** 2, np.random.default_rng(0), 200)
+    assert rho == pytest.approx(1.0) and lo == pytest.approx(1.0) and hi == pytest.approx(1.0)
+    rho, lo, hi = P._spearman_ci(x, -x, np.random.default_rng(0), 200)
+    assert rho == pytest.approx(-1.0)
+    df = pd.DataFrame([
+        {"proxy": "cheap_bad", "budget": b, "spearman": 0.5, "seconds_per_candidate": 1.0} for b in (0.5, 0.3)
+    ] + [
+        {"proxy": "good", "budget": b, "spearman": 0.85, "seconds_per_candidate": 5.0} for b in (0.5, 0.3)
+    ] + [
+        {"proxy": "good_slow", "budget": b, "spearman": 0.95, "seconds_per_candidate": 50.0} for b in (0.5, 0.3)
+    ])
+    assert P.default_proxy(df) == "good"
+    assert P.default_proxy(df[df["proxy"] == "cheap_bad"]) == "cheap_bad"  # none >= 0.8: the best one
+
+
+def test_fixed_strategies_are_distinct_shapes():
+    from agentic_toolkit.studies.at_budget import BASELINES
+
+    assert len(P.FIDELITY_STRATEGIES) >= 12 and set(BASELINES) <= set(P.FIDELITY_STRATEGIES)
+    shapes = [at.strategy_preset(n).to_json() for n in BASELINES] + [s.to_json() for s in P.EXTRAS.values()]
+    assert len(set(shapes)) == len(shapes)
