@@ -9,7 +9,7 @@ notebook needs is importable from here: ``import agentic_toolkit as at``.
 """
 
 from .agents import AgenticSearch, Proposal, SearchResult, propose_strategy, run_agentic_pruning
-from .benchmarking import BenchmarkResult, benchmark
+from .benchmarking import BenchmarkResult, benchmark, export_onnx
 from .data import calibration_batches, cifar10, imagenet_folder
 from .models import create_model, list_models
 from .profiling import MacProfile, profile_macs
@@ -33,7 +33,7 @@ from .pruning import (
     save_pruned,
     strategy_preset,
 )
-from .training import FinetuneResult, Recipe, evaluate, finetune, proxy_accuracy
+from .training import FinetuneResult, Recipe, default_evaluator, evaluate, finetune, proxy_accuracy
 from .version import __version__
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "describe_scopes",
     "describe_strategies",
     "evaluate",
+    "export_onnx",
     "finetune",
     "fit_to_budget",
     "get_plan",
@@ -70,6 +71,7 @@ __all__ = [
     "profile_macs",
     "propose_strategy",
     "proxy_accuracy",
+    "default_evaluator",
     "register_importance",
     "register_strategy",
     "run_agentic_pruning",

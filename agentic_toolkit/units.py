@@ -1,7 +1,8 @@
-"""Parsing and formatting of MAC counts ("1.77G" <-> 1_770_000_000)."""
+"""Parsing and formatting of MAC and parameter counts ("1.77G" <-> 1_770_000_000, "60%")."""
 
 from __future__ import annotations
 
+import math
 import re
 
 from .errors import ToolkitError
@@ -9,18 +10,59 @@ from .errors import ToolkitError
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
-def parse_macs(value: str | int | float) -> int:
-    """Parse ``"1.77G"``, ``"450M"``, ``"4.1e9"`` or a number into an integer MAC count."""
+_UNITS = {  # what -> (unit words accepted after the number, examples for the error message)
+    "MAC count": (r"MACs?", "1.77G, 450M or 4.1e9"),
+    "parameter count": (r"(?:params?|parameters?)", "15M, 350K or 1.5e7"),
+}
+
+
+def parse_count(value: str | int | float, what: str = "MAC count") -> int:
+    """Parse ``"1.77G"``, ``"450M"``, ``"4.1e9"`` or a number into a positive integer count.
+
+    ``what`` is ``"MAC count"`` (an optional ``MACs`` suffix) or ``"parameter count"`` (an
+    optional ``params`` suffix, e.g. ``"15M params"``).
+    """
+    if what not in _UNITS:
+        raise ToolkitError(f"what must be one of {', '.join(map(repr, _UNITS))}; got {what!r}")
+    words, examples = _UNITS[what]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ToolkitError(f"a {what} must be a finite number, got {value!r}")
         result = int(round(value))
     else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgGtT]?)(?:MACs?)?\s*", str(value))
-        if not m:
-            raise ToolkitError(f"cannot read {value!r} as a MAC count; use e.g. 1.77G, 450M or 4.1e9")
+        pattern = r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKmMgGtT]?)\s*(?:" + words + r")?\s*"
+        m = re.fullmatch(pattern, str(value), flags=re.IGNORECASE)
+        if not m or isinstance(value, bool):
+            raise ToolkitError(f"cannot read {value!r} as a {what}; use e.g. {examples}")
         result = int(round(float(m.group(1)) * _SUFFIX[m.group(2).upper()]))
     if result <= 0:
-        raise ToolkitError(f"a MAC count must be > 0, got {value!r}")
+        raise ToolkitError(f"a {what} must be > 0, got {value!r}")
     return result
+
+
+def parse_macs(value: str | int | float) -> int:
+    """Parse ``"1.77G"``, ``"450M"``, ``"4.1e9"`` or a number into an integer MAC count."""
+    return parse_count(value, "MAC count")
+
+
+def parse_params(value: str | int | float) -> int:
+    """Parse ``"15M"``, ``"350K params"``, ``"1.5e7"`` or a number into a parameter count."""
+    return parse_count(value, "parameter count")
+
+
+def parse_percent(value: object) -> float | None:
+    """``"60%"`` -> ``0.6`` (a fraction in (0, 1]); ``None`` for anything that is not a string
+    ending in ``%``."""
+    if not isinstance(value, str) or not value.strip().endswith("%"):
+        return None
+    text = value.strip()[:-1].strip()
+    try:
+        pct = float(text)
+    except ValueError:
+        raise ToolkitError(f"cannot read {value!r} as a percentage; use e.g. 60%") from None
+    if not math.isfinite(pct) or not 0 < pct <= 100:
+        raise ToolkitError(f"a percentage budget must be in (0%, 100%], got {value!r}")
+    return pct / 100.0
 
 
 def format_macs(macs: float, digits: int = 3) -> str:

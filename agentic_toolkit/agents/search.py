@@ -84,6 +84,10 @@ class AgenticSearch:
     target, the band and every MAC number of the search are in: ``"macs"`` (default) or
     ``"torch_pruning"`` (``count_ops_and_params``, the paper's; see
     :func:`~agentic_toolkit.fit_to_budget`); the header and the result record it.
+    ``sensitivity=True`` (or a measured
+    :class:`~agentic_toolkit.agents.sensitivity.SensitivityTable`) lets the Profiling agent
+    measure each channel group's score drop with the evaluator first; revision 2 is then its
+    threshold allocation for the target, and the analyst explores from the better of the two.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class AgenticSearch:
         plan=None,
         on_revision: Callable[[dict], None] | None = None,
         counter: str = "macs",
+        sensitivity=None,
     ):
         self.target_macs, self.tolerance = validate_inputs(
             target_macs, tolerance, max_revisions, patience, evaluator, model, example_inputs
@@ -130,6 +135,7 @@ class AgenticSearch:
         secrets = self.engine.secrets()
         self.log = HistoryLog(log_path, secrets, resume=resume) if log_path else MemoryLog(secrets)
         self._prepare(plan)
+        self.seeds = self._seed_proposals(sensitivity)
         #: How ``max_revisions`` and ``patience`` were chosen (the header's ``revision_budget``).
         self.budget_choice = revision_budget(self, max_revisions, patience)
         self.max_revisions, self.patience = self.budget_choice["max_revisions"], self.budget_choice["patience"]
@@ -155,6 +161,23 @@ class AgenticSearch:
                 f"the target {format_macs(self.target_macs)}: nothing to prune"
             )
         self.scopes = self.plan.describe()
+
+    def _seed_proposals(self, sensitivity) -> list:
+        """Revision 2's proposal from the Profiling agent's sensitivity table (``True``: measured
+        now with the evaluator; or a :class:`~agentic_toolkit.agents.sensitivity.SensitivityTable`)."""
+        from .sensitivity import SensitivityTable, measure_sensitivity, seed_proposal
+
+        if sensitivity is None or sensitivity is False:
+            return []
+        if sensitivity is True:
+            if self.evaluator is None:
+                raise ToolkitError("sensitivity=True measures with the evaluator: pass evaluator=")
+            sensitivity = measure_sensitivity(self.model, self.example_inputs, self.evaluator, plan=self.plan,
+                                              progress=self.progress)
+        if not isinstance(sensitivity, SensitivityTable):
+            raise ToolkitError(f"sensitivity must be True, False or a SensitivityTable, got {type(sensitivity).__name__}")
+        self.sensitivity = sensitivity
+        return [seed_proposal(self.plan, sensitivity, self.target_macs)]
 
     def _open_history(self, model_name: str) -> None:
         """Write the header of a new history, or check and read back the one being resumed."""
@@ -274,6 +297,9 @@ class AgenticSearch:
         args = (self.profile, self.scopes, self.records, self.target_macs, self.tolerance)
         use = "analyst" if self.takeover else self.engine
         extra = {} if self.takeover else dict(repair_prompt=self.repair_prompt, system=self.system)
+        if 2 <= revision < 2 + len(self.seeds):  # after the reference: the Profiling agent's seeds
+            proposal = self.seeds[revision - 2]
+            return {"type": "revision", "revision": revision, **proposal.to_record()}, proposal.strategy
         proposal = propose_strategy(*args, backend=use, **extra, **common)
         record: dict[str, Any] = {"type": "revision", "revision": revision, **proposal.to_record()}
         record["backend"] = self.engine.name

@@ -130,15 +130,23 @@ def sensitivity_search(
     """Allocate per-group shares from ``table`` under ``target_macs`` and land them exactly."""
     t0 = time.perf_counter()
     p = get_plan(model, example_inputs, calibration, plan)
+    strategy, tau, alloc = allocation_strategy(p, table, target_macs)
+    fit = fit_to_budget(model, strategy, target_macs, example_inputs, tolerance=tolerance, plan=p)
+    return SensitivityResult(fit.strategy, fit, alloc, tau, table, table.seconds + time.perf_counter() - t0)
+
+
+def allocation_strategy(plan: PrunePlan, table: SensitivityTable, target_macs: int) -> tuple[Strategy, float, dict]:
+    """``(strategy before landing, threshold tau, share per group)`` of the threshold allocation
+    whose exact MACs meet ``target_macs`` (see the module docstring)."""
     curves = _monotone_curves(table.frame)
     taus = np.unique(np.concatenate([[0.0], table.frame["drop"].clip(lower=0).to_numpy()]))
     lo, hi = 0, len(taus) - 1
-    if _macs(p, curves, taus[hi]) > target_macs:
+    if _macs(plan, curves, taus[hi]) > target_macs:
         tau = float(taus[hi])  # even the largest shares everywhere do not reach it: the solver scales up
     else:
         while lo < hi:  # smallest tau whose allocation meets the target
             mid = (lo + hi) // 2
-            if _macs(p, curves, taus[mid]) <= target_macs:
+            if _macs(plan, curves, taus[mid]) <= target_macs:
                 hi = mid
             else:
                 lo = mid + 1
@@ -149,8 +157,20 @@ def sensitivity_search(
         importance=table.importance, isomorphic=False, global_pruning=False, pruning_ratio=ref,
         multipliers={k: (v / ref if v > 0 else _UNPRUNED) for k, v in alloc.items()},
     )
-    fit = fit_to_budget(model, strategy, target_macs, example_inputs, tolerance=tolerance, plan=p)
-    return SensitivityResult(fit.strategy, fit, alloc, tau, table, table.seconds + time.perf_counter() - t0)
+    return strategy, tau, alloc
+
+
+def seed_proposal(plan: PrunePlan, table: SensitivityTable, target_macs: int):
+    """The allocation as a search proposal (proposer ``profiling``), for
+    :class:`~agentic_toolkit.AgenticSearch` ``(sensitivity=...)``."""
+    from .analysis import Proposal
+
+    strategy, tau, alloc = allocation_strategy(plan, table, target_macs)
+    spared = sorted(k.removeprefix("group:") for k, v in alloc.items() if v == 0)
+    why = (f"Profiling agent's sensitivity allocation: each of {len(alloc)} groups takes the largest measured "
+           f"share whose proxy drop is <= {tau:.2f} points; spared: {', '.join(spared) or 'none'}")
+    return Proposal(strategy=strategy, rationale=why, prompt="", raw_reply="", backend="profiling",
+                    proposer="profiling")
 
 
 def _monotone_curves(frame: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:

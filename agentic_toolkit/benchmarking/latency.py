@@ -8,11 +8,10 @@ order alternates, A B, B A, A B, ...) so that drifts of a shared machine hit bot
 from __future__ import annotations
 
 import contextlib
-import copy
+import importlib.util
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ToolkitError
+from .onnx_export import export_onnx, ort_session
 
 
 def make_timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
@@ -84,33 +84,22 @@ def time_interleaved(
     return t_model, t_base
 
 
-def onnx_latencies(
-    models: list[nn.Module], x: torch.Tensor, warmup: int, repeats: int, threads: int
-) -> list[float]:
-    """Median onnxruntime latency (ms) of each model, exported to ONNX, timed interleaved."""
-    import onnxruntime as ort
+def onnx_sessions(models: list[nn.Module], example: torch.Tensor, threads: int | None) -> list[Any]:
+    """Each model exported to ONNX (dynamic batch, :func:`.onnx_export.export_onnx`) and loaded
+    into an onnxruntime CPU session with ``threads`` intra-op threads."""
+    check = importlib.util.find_spec("onnx") is not None  # validate when the checker is there
+    with tempfile.TemporaryDirectory() as tmp:
+        return [ort_session(export_onnx(m, example, Path(tmp) / f"model{i}.onnx", check=check), threads)
+                for i, m in enumerate(models)]
 
-    sessions = []
-    # Export outside inference mode: tracing rejects inference tensors.
-    with torch.inference_mode(False), torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
-        x = x.detach().cpu().clone()
-        for i, m in enumerate(models):
-            path = Path(tmp) / f"model{i}.onnx"
-            cpu_model = copy.deepcopy(m).cpu().eval()
-            try:  # the TorchScript exporter handles pruned convnets without onnxscript
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    torch.onnx.export(cpu_model, (x,), str(path), input_names=["input"],
-                                      output_names=["output"], dynamo=False)
-            except Exception:  # legacy exporter removed or failing: use the dynamo exporter
-                torch.onnx.export(cpu_model, (x,), str(path), input_names=["input"],
-                                  output_names=["output"], dynamo=True)
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            sessions.append(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
-    feed = {"input": x.numpy()}
-    for s in sessions:
+
+def onnx_times(sessions: list[Any], x: torch.Tensor, warmup: int, repeats: int) -> list[list[float]]:
+    """``repeats`` onnxruntime timings (ms) of each session on ``x``, interleaved (the order of
+    the sessions alternates between repeats), after ``warmup`` untimed runs of each."""
+    with torch.inference_mode(False):
+        array = x.detach().cpu().numpy()
+    feeds = [{s.get_inputs()[0].name: array} for s in sessions]
+    for s, feed in zip(sessions, feeds, strict=True):
         for _ in range(warmup):
             s.run(None, feed)
     times: list[list[float]] = [[] for _ in sessions]
@@ -118,6 +107,14 @@ def onnx_latencies(
         order = range(len(sessions)) if r % 2 == 0 else reversed(range(len(sessions)))
         for i in order:
             t0 = time.perf_counter()
-            sessions[i].run(None, feed)
+            sessions[i].run(None, feeds[i])
             times[i].append((time.perf_counter() - t0) * 1e3)
-    return [statistics.median(t) for t in times]
+    return times
+
+
+def onnx_latencies(
+    models: list[nn.Module], x: torch.Tensor, warmup: int, repeats: int, threads: int
+) -> list[float]:
+    """Median onnxruntime latency (ms) of each model, exported to ONNX, timed interleaved."""
+    sessions = onnx_sessions(models, x, threads)
+    return [statistics.median(t) for t in onnx_times(sessions, x, warmup, repeats)]

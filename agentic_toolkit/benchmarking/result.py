@@ -15,8 +15,11 @@ class BenchmarkResult:
     with a baseline, ``baseline_latency_ms``, ``baseline_latency_p90_ms``,
     ``baseline_throughput``, ``baseline_peak_memory_mb``, ``speedup_median``,
     ``speedup_min``, ``speedup_max`` (baseline time / model time over interleaved pairs)
-    and ``efficiency`` (median speedup / MAC ratio). With ONNX: ``onnx_latency_ms`` (and
-    ``onnx_baseline_latency_ms``, ``onnx_speedup``).
+    and ``efficiency`` (median speedup / MAC ratio). With ONNX (onnxruntime on CPU, the
+    same figures with an ``onnx_`` prefix): ``onnx_latency_ms``, ``onnx_latency_p90_ms``,
+    ``onnx_throughput`` and, with a baseline, ``onnx_baseline_latency_ms``,
+    ``onnx_baseline_latency_p90_ms``, ``onnx_speedup`` (median), ``onnx_speedup_min``,
+    ``onnx_speedup_max`` and ``onnx_efficiency``. ``onnx_status`` says what ran (or why not).
     """
 
     rows: list[dict[str, Any]]
@@ -77,11 +80,9 @@ class BenchmarkResult:
                          f"(min {r['speedup_min']:.2f}, max {r['speedup_max']:.2f})")
                 if r.get("efficiency") is not None:
                     line += f", efficiency {r['efficiency']:.2f}"
-            if r.get("onnx_latency_ms") is not None:
-                line += f" | onnxruntime {r['onnx_latency_ms']:.2f} ms"
-                if r.get("onnx_speedup") is not None:
-                    line += f" (speedup {r['onnx_speedup']:.2f}x)"
             lines.append(line)
+            if r.get("onnx_latency_ms") is not None:
+                lines.append(self._onnx_line(r))
         if self.onnx_status != "not requested":
             lines.append(f"  onnx: {self.onnx_status}")
         lines.extend(f"  note: {n}" for n in self.notes)
@@ -89,6 +90,17 @@ class BenchmarkResult:
 
     def __str__(self) -> str:
         return self.summary()
+
+    @staticmethod
+    def _onnx_line(r: dict[str, Any]) -> str:
+        line = (f"  {'':>10}  onnxruntime {r['onnx_latency_ms']:.2f} ms (p90 {r['onnx_latency_p90_ms']:.2f}), "
+                f"{r['onnx_throughput']:.1f} img/s")
+        if r.get("onnx_speedup") is not None:
+            line += (f" | baseline {r['onnx_baseline_latency_ms']:.2f} ms, speedup {r['onnx_speedup']:.2f}x "
+                     f"(min {r['onnx_speedup_min']:.2f}, max {r['onnx_speedup_max']:.2f})")
+            if r.get("onnx_efficiency") is not None:
+                line += f", efficiency {r['onnx_efficiency']:.2f}"
+        return line
 
     def plot(self):
         """Median latency per batch size (model and baseline side by side, the median

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import statistics
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,8 +20,16 @@ import torch.nn as nn
 
 from ..errors import ToolkitError
 from ..training.evaluation import eval_mode, model_device
-from .latency import make_timer, onnx_latencies, percentile, time_interleaved, torch_threads
+from .latency import (
+    make_timer,
+    onnx_sessions,
+    onnx_times,
+    percentile,
+    time_interleaved,
+    torch_threads,
+)
 from .memory import memory_method, peak_memory_mb
+from .onnx_export import INSTALL_HINT
 from .result import BenchmarkResult
 
 
@@ -80,14 +89,22 @@ def _check_args(model, baseline, batch_sizes, warmup: int, repeats: int, device)
     return sizes, dev
 
 
-def _onnx_available(onnx: bool) -> tuple[bool, str]:
+def _onnx_setup(onnx: bool, models: list[nn.Module], size: tuple[int, ...], threads: int,
+                dev: torch.device) -> tuple[list[Any] | None, str]:
+    """onnxruntime sessions of ``models`` (exported once, dynamic batch) and the ONNX status
+    line; ``None`` sessions when not requested, not installed or the export failed."""
     if not onnx:
-        return False, "not requested"
+        return None, "not requested"
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime as ort
     except ImportError:
-        return False, "skipped: onnxruntime is not installed (pip install 'agentic_toolkit[onnx]')"
-    return True, "onnxruntime CPUExecutionProvider"
+        return None, f"skipped: onnxruntime is not installed ({INSTALL_HINT})"
+    try:
+        sessions = onnx_sessions(models, torch.randn((1, *size[1:])), threads)
+    except Exception as exc:  # an op the exporter cannot convert, onnxruntime refusing the graph
+        return None, f"failed: {str(exc).splitlines()[0][:300]}"
+    where = "" if dev.type == "cpu" else f"; the PyTorch timings are on {dev}"
+    return sessions, f"onnxruntime {ort.__version__} CPUExecutionProvider, {threads} threads{where}"
 
 
 def _first_pass(models: dict[str, nn.Module | None], x: torch.Tensor, dev: torch.device,
@@ -134,13 +151,21 @@ def _timings(run_model, run_base, x, timer, warmup: int, repeats: int, macs, bas
     return row
 
 
-def _onnx_row(run_model, run_base, x, warmup: int, repeats: int, threads: int) -> dict[str, float]:
-    models = [run_model] + ([run_base] if run_base is not None else [])
-    lat = onnx_latencies(models, x, warmup, repeats, threads)
-    row = {"onnx_latency_ms": lat[0]}
-    if run_base is not None:
-        row["onnx_baseline_latency_ms"] = lat[1]
-        row["onnx_speedup"] = lat[1] / lat[0]
+def _onnx_row(sessions: list[Any], x: torch.Tensor, warmup: int, repeats: int, mac_ratio) -> dict[str, Any]:
+    """onnxruntime figures of one batch size: the model's latency and, with a baseline session,
+    the baseline's and the speedup over interleaved pairs (as for the PyTorch timings)."""
+    times = onnx_times(sessions, x, warmup, repeats)
+    med, bs = statistics.median(times[0]), x.shape[0]
+    row: dict[str, Any] = {"onnx_latency_ms": med, "onnx_latency_p90_ms": percentile(times[0], 0.9),
+                           "onnx_throughput": bs / (med / 1e3)}
+    if len(sessions) > 1:
+        ratios = [b / a for a, b in zip(times[0], times[1], strict=True)]
+        row.update(
+            onnx_baseline_latency_ms=statistics.median(times[1]),
+            onnx_baseline_latency_p90_ms=percentile(times[1], 0.9),
+            onnx_speedup=statistics.median(ratios), onnx_speedup_min=min(ratios), onnx_speedup_max=max(ratios),
+            onnx_efficiency=statistics.median(ratios) / mac_ratio if mac_ratio else None,
+        )
     return row
 
 
@@ -165,10 +190,11 @@ def benchmark(
     entry of ``batch_sizes``. ``threads=None`` keeps torch's thread setting; any other value
     applies during the run and the previous setting is restored afterwards. With a
     ``baseline`` both models run on the same input, interleaved, ``repeats`` pairs each.
-    ``onnx=True`` also exports the model(s) to ONNX and times them with onnxruntime on CPU
-    (the ``onnx`` extra); if that is not installed the rest still runs and
-    ``onnx_status`` says why it was skipped. Models are not modified (a copy is used when
-    they must move device or memory format).
+    ``onnx=True`` also exports the model(s) to ONNX once (:func:`export_onnx`, dynamic
+    batch) and times them with onnxruntime on CPU with the same threads, interleaved like the
+    PyTorch timings (``onnx_*`` figures per row); if onnxruntime is not installed or the
+    export fails, the rest still runs, ``onnx_status`` says why and a warning is issued.
+    Models are not modified (a copy is used when they must move device or memory format).
     """
     size = _check_input_size(input_size)
     sizes, dev = _check_args(model, baseline, batch_sizes, warmup, repeats, device)
@@ -178,8 +204,8 @@ def benchmark(
     macs = count_macs(run_model, size)
     base_macs = count_macs(run_base, size) if run_base is not None else None
     timer = make_timer(dev)
-    ort_ok, onnx_status = _onnx_available(onnx)
     models = {"model": run_model, "baseline": run_base}
+    mac_ratio = base_macs / macs if macs and base_macs else None
     rows: list[dict[str, Any]] = []
     bar = None
     if progress:
@@ -195,21 +221,25 @@ def benchmark(
         # One small pass per model first: a model that cannot take the input fails here,
         # with a clear message, before any timing.
         _first_pass(models, torch.randn((1, *size[1:]), device=dev).contiguous(memory_format=fmt), dev, False)
+        sessions, onnx_status = _onnx_setup(onnx, [m for m in models.values() if m is not None], size,
+                                            n_threads, dev)
         for bs in sizes:
             x = torch.randn((bs, *size[1:]), device=dev).contiguous(memory_format=fmt)
             # the first pass at this batch size measures memory and shows that the input fits
             row: dict[str, Any] = {"batch_size": bs, **_first_pass(models, x, dev, measure_memory)}
             row.update(_timings(run_model, run_base, x, timer, warmup, repeats, macs, base_macs))
-            if ort_ok:
+            if sessions is not None:
                 try:
-                    row.update(_onnx_row(run_model, run_base, x, warmup, repeats, n_threads))
-                except Exception as exc:  # export of an exotic op, ORT refusal: keep the rest
-                    onnx_status, ort_ok = f"failed: {str(exc).splitlines()[0][:200]}", False
+                    row.update(_onnx_row(sessions, x, warmup, repeats, mac_ratio))
+                except Exception as exc:  # onnxruntime refusing a batch size: keep the rest
+                    onnx_status, sessions = f"failed at batch {bs}: {str(exc).splitlines()[0][:300]}", None
             rows.append(row)
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
+    if onnx and sessions is None:
+        warnings.warn(f"onnx=True but no onnxruntime timings: {onnx_status}", stacklevel=2)
     notes = []
     if baseline is not None and (not macs or not base_macs):
         notes.append("MACs could not be counted, so there is no efficiency figure")

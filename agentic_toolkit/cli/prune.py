@@ -1,4 +1,4 @@
-"""``agentic-toolkit prune MODEL --target-macs 1.77G [--strategy FILE|PRESET] [--counter C] [--out DIR] [--json]``.
+"""``agentic-toolkit prune MODEL --target-macs 1.77G [--constraint params=15M] [--strategy FILE|PRESET] [--counter C] [--out DIR] [--json]``.
 
 ``--strategy`` is a strategy JSON file or the name of a registered preset
 (``isomorphic_taylor``, ``uniform_l1``, ...; ``agentic_toolkit.list_strategies()``). Fits the
@@ -10,6 +10,13 @@ strategy's pruning ratio to the MAC budget, prunes, optionally saves the result
 in ``torch_pruning.utils.count_ops_and_params``'s count (the AgenticPruner paper's); every
 MAC number of the report is then in that convention, and ``counts`` lists the verifying
 counts of the pruned model ``[ratio, predicted, counted]``.
+
+``--constraint KIND=VALUE`` (repeatable; ``macs`` or ``params``, a count such as ``15M`` or a
+fraction of the unpruned model such as ``60%``) budgets several counts at once, with or
+without ``--target-macs`` (which also takes ``50%``): the most restrictive one binds. The
+JSON report then also has ``binding``, ``predicted_params`` and ``constraints`` (per kind:
+``target``, ``achieved``, ``error_pct``, ``reachable``, ``binding``, ``met``); ``target_macs``
+is null when MACs are not budgeted and ``error_pct`` is that of the binding constraint.
 """
 
 from __future__ import annotations
@@ -26,7 +33,12 @@ from ..errors import ToolkitError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="model name (create_model: timm names, cifar_resnet20..56)")
-    parser.add_argument("--target-macs", required=True, help="MAC budget, e.g. 1.77G, 450M or 4.1e9")
+    parser.add_argument("--target-macs", default=None,
+                        help="MAC budget, e.g. 1.77G, 450M, 4.1e9 or 50%% of the model's MACs")
+    parser.add_argument(
+        "--constraint", action="append", default=[], metavar="KIND=VALUE",
+        help="a budget, repeatable: params=15M, params=60%%, macs=1.77G (all are met; the tightest binds)",
+    )
     parser.add_argument(
         "--strategy", default=None, metavar="FILE|PRESET",
         help="strategy JSON file or preset name, e.g. isomorphic_taylor (default: Strategy())",
@@ -108,12 +120,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ..models import create_model
     from ..pruning.budget import fit_to_budget
+    from ..pruning.constraints import check_constraints, parse_constraint_args
     from ..pruning.criteria import get_importance
     from ..pruning.persist import save_pruned
-    from ..units import format_macs, parse_macs
 
     start = time.perf_counter()
-    target = parse_macs(args.target_macs)
+    constraints = parse_constraint_args(args.constraint)
+    if args.target_macs is None and not constraints:
+        raise ToolkitError("give a budget: --target-macs 1.77G and/or --constraint params=15M")
+    check_constraints(args.target_macs, constraints)  # bad values fail before the model is built
     tolerance = _tolerance(args.tolerance)
     strategy = _strategy(args.strategy)
     pretrained = {"true": True, None: False}.get(args.pretrained, args.pretrained)
@@ -127,21 +142,39 @@ def run(args: argparse.Namespace) -> int:
         calibration = calibration_batches("cifar10", n_batches=args.calibration_batches, batch_size=64)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = fit_to_budget(model, strategy, target, x, tolerance=tolerance, calibration=calibration,
-                            counter=args.counter)
+        fit = fit_to_budget(model, strategy, args.target_macs, x, tolerance=tolerance, calibration=calibration,
+                            counter=args.counter, constraints=constraints or None)
         result = fit.prune()
     notes = sorted({str(w.message) for w in caught})
     out = str(save_pruned(args.out, result)) if args.out else None
-    report = {
+    report = _report(args, fit, result, out, notes, start)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_report(args.model, fit, result, report, tolerance)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        if out:
+            print(f"saved to {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace, fit, result, out: str | None, notes: list[str], start: float) -> dict:
+    target = fit.target_macs
+    plain = [c.kind for c in fit.constraints] == ["macs"]
+    return {
         "model": args.model,
-        "target_macs": int(target),
+        "target_macs": None if target is None else int(target),
         "achieved_macs": int(result.macs),
         "predicted_macs": int(fit.predicted_macs),
         "base_macs": int(result.base_macs),
         "params": int(result.params),
         "base_params": int(result.base_params),
-        "error_pct": 100.0 * (result.macs - target) / target,
+        "predicted_params": fit.predicted_params,
+        "error_pct": 100.0 * (result.macs - target) / target if plain else fit.error_pct,
         "within_tolerance": bool(fit.within_tolerance),
+        "binding": fit.binding,
+        "constraints": {c.kind: c.to_dict() for c in fit.constraints},
         "pruning_ratio": fit.ratio,
         "probes": fit.probes,
         "strategy": fit.strategy.to_dict(),
@@ -152,20 +185,21 @@ def run(args: argparse.Namespace) -> int:
         "notes": notes,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    if args.json:
-        print(json.dumps(report))
+
+
+def _print_report(name: str, fit, result, report: dict, tolerance: tuple[float, float]) -> None:
+    from ..units import format_macs
+
+    band = f"{'within' if fit.within_tolerance else 'OUTSIDE'} tolerance +{tolerance[0]}%/-{tolerance[1]}%"
+    if report["constraints"].keys() == {"macs"}:
+        print(f"{name}: {format_macs(result.base_macs)} -> {format_macs(result.macs)} MACs "
+              f"[{fit.counter}] (target {format_macs(fit.target_macs)}, {report['error_pct']:+.3f}%, {band})")
     else:
-        print(
-            f"{args.model}: {format_macs(result.base_macs)} -> {format_macs(result.macs)} MACs "
-            f"[{fit.counter}] (target {format_macs(target)}, {report['error_pct']:+.3f}%, "
-            f"{'within' if fit.within_tolerance else 'OUTSIDE'} tolerance +{tolerance[0]}%/-{tolerance[1]}%)"
-        )
-        print(
-            f"params {format_macs(result.base_params)} -> {format_macs(result.params)}; "
-            f"pruning_ratio {fit.ratio:.5f} found in {fit.probes} probes; {report['seconds']:.1f} s"
-        )
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        if out:
-            print(f"saved to {out}")
-    return 0
+        print(f"{name}: {format_macs(result.base_macs)} -> {format_macs(result.macs)} MACs [{fit.counter}], "
+              f"{fit.binding} binding ({band})")
+        for c in fit.constraints:
+            print(f"  {c.describe()}")
+    print(
+        f"params {format_macs(result.base_params)} -> {format_macs(result.params)}; "
+        f"pruning_ratio {fit.ratio:.5f} found in {fit.probes} probes; {report['seconds']:.1f} s"
+    )

@@ -20,160 +20,45 @@ analytic model guesses), the ratio is solved again for the target shifted by the
 counted again (at most ``MAX_COUNTS`` counts), so the result lands in the band as
 ``count_ops_and_params`` measures it. The pruned model of the last count is kept for
 :meth:`BudgetFit.prune`, so verifying costs no extra prune.
+
+``constraints={"macs": ..., "params": ...}`` budgets several counts at once (see
+:mod:`.constraints`): parameters are predicted exactly from the same widths
+(:class:`~agentic_toolkit.pruning.param_model.ParamModel`), each count is solved alone on
+the shared probes, and the largest ratio wins (its constraint binds; the others end below
+their targets).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch.nn as nn
 
 from ..errors import ToolkitError
-from ..units import format_macs, parse_macs
 from .apply import PruneResult, get_plan, prune_with_plan
+from .budget_fit import COUNTERS, BudgetFit, BudgetInfeasibleError, check_counter, recount
+from .constraints import Constraint, check_constraints, fmt, infeasible_message, resolve_target
+from .param_model import ParamModel
 from .plan import PrunePlan
 from .ranking import Selection
 from .strategy import Strategy
+
+__all__ = ["COUNTERS", "BudgetFit", "BudgetInfeasibleError", "check_counter", "check_tolerance", "fit_to_budget",
+           "recount"]
 
 MAX_RATIO = 1.0 - 1e-6  # Strategy.pruning_ratio must stay below 1
 STOP_REL = 1e-4  # a probe this close to the target ends the search
 MAX_PROBES = 64
 MAX_COUNTS = 4  # pruned-and-counted probes of a verified counter ("torch_pruning")
 COUNT_REL = 1e-3  # a count this close to the target (and in band) ends the verification
-COUNTERS = ("macs", "torch_pruning")
-
-
-class BudgetInfeasibleError(ToolkitError, ValueError):
-    """No ratio of this strategy reaches the target; ``reachable`` is ``(min, max)`` MACs."""
-
-    def __init__(self, message: str, target: int, reachable: tuple[int, int]):
-        super().__init__(message)
-        self.target = int(target)
-        self.reachable = (int(reachable[0]), int(reachable[1]))
-
-
-@dataclass
-class BudgetFit:
-    """Result of :func:`fit_to_budget`.
-
-    ``strategy`` carries the solved ``pruning_ratio``; ``predicted_macs`` is exact for the
-    model :meth:`prune` (or ``apply_isomorphic_prune(model, fit.strategy, ...)``) builds, in
-    the convention of ``counter`` (all MAC numbers here are): for ``"torch_pruning"`` it is
-    the count of that pruned model. ``counts`` lists the verifying counts ``(ratio,
-    analytic prediction, counted)`` (empty for ``"macs"``, whose prediction is exact).
-    ``min_macs``/``max_macs`` bound what this strategy can reach. ``within_tolerance``:
-    the prediction lies in ``[target * (1 - down%), target * (1 + up%)]``.
-    """
-
-    strategy: Strategy
-    target_macs: int
-    predicted_macs: int
-    base_macs: int
-    min_macs: int
-    max_macs: int
-    probes: int
-    within_tolerance: bool
-    tolerance: tuple[float, float]
-    seconds: float
-    plan: PrunePlan | None = field(default=None, repr=False, compare=False)
-    selection: Selection | None = field(default=None, repr=False, compare=False)
-    trace: list[tuple[float, int]] = field(default_factory=list, repr=False, compare=False)
-    counter: str = "macs"
-    counts: list[tuple[float, int, int]] = field(default_factory=list, repr=False, compare=False)
-    _pruned: PruneResult | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def ratio(self) -> float:
-        """The solved global pruning ratio."""
-        return self.strategy.pruning_ratio
-
-    @property
-    def error_pct(self) -> float:
-        """Signed distance of the prediction from the target, in percent."""
-        return 100.0 * (self.predicted_macs - self.target_macs) / self.target_macs
-
-    @property
-    def reachable(self) -> tuple[int, int]:
-        return (self.min_macs, self.max_macs)
-
-    @property
-    def verified(self) -> bool:
-        """The pruned model was counted (``counter="torch_pruning"``)."""
-        return bool(self.counts)
-
-    def prune(self, inplace: bool = False) -> PruneResult:
-        """Prune the model to the solved strategy, reusing the plan (no second graph build).
-
-        The result's MACs are in the fit's ``counter`` convention (see :func:`recount`); a
-        verified fit hands over the model it counted the first time (a copy each time after).
-        """
-        if self.plan is None:
-            raise ToolkitError("this BudgetFit has no plan; call apply_isomorphic_prune instead")
-        if self._pruned is not None and not inplace:
-            result, self._pruned = self._pruned, None
-            return result
-        result = prune_with_plan(self.plan, self.strategy, inplace=inplace, selection=self.selection)
-        return recount(result, self.plan, self.counter, selection=self.selection)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready numbers (no plan, no selection)."""
-        return {
-            "strategy": self.strategy.to_dict(),
-            "target_macs": int(self.target_macs),
-            "predicted_macs": int(self.predicted_macs),
-            "error_pct": self.error_pct,
-            "base_macs": int(self.base_macs),
-            "reachable": [int(self.min_macs), int(self.max_macs)],
-            "probes": int(self.probes),
-            "within_tolerance": bool(self.within_tolerance),
-            "tolerance": list(self.tolerance),
-            "seconds": self.seconds,
-            "counter": self.counter,
-            "counts": [[float(r), int(p), int(c)] for r, p, c in self.counts],
-        }
-
-    def summary(self) -> str:
-        """A few human-readable lines: target, prediction, solved ratio, reachable range."""
-        up, down = self.tolerance
-        band = "within" if self.within_tolerance else "OUTSIDE"
-        s = self.strategy
-        how = "counted" if self.verified else "predicted"
-        lines = [
-            f"target {format_macs(self.target_macs)} MACs ({self.counter} counter): {how} "
-            f"{format_macs(self.predicted_macs)} "
-            f"({self.error_pct:+.3f}%, {band} +{up:g}%/-{down:g}%) of {format_macs(self.base_macs)}",
-            f"pruning_ratio {self.ratio:.5f} ({s.importance}, "
-            f"{'isomorphic' if s.isomorphic else 'global' if s.global_pruning else 'per-layer'} ranking) "
-            f"solved in {self.probes} probes, {self.seconds:.2f} s; this strategy reaches "
-            f"{format_macs(self.min_macs)} .. {format_macs(self.max_macs)}",
-        ]
-        if self.verified:
-            misses = [c - p for _, p, c in self.counts]
-            state = "exact" if not any(misses) else f"missed by {format_macs(abs(misses[0]))}, ratio corrected"
-            lines.append(f"verified by counting the pruned model ({len(self.counts)} count(s); analytic "
-                         f"prediction {state})")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.summary()
-
-    def to_frame(self):
-        """The solver's probes in order: ``probe``, ``ratio``, ``predicted_macs``, ``error_pct``."""
-        import pandas as pd
-
-        rows = [
-            {"probe": i, "ratio": r, "predicted_macs": int(m), "error_pct": 100.0 * (m - self.target_macs) / self.target_macs}
-            for i, (r, m) in enumerate(self.trace)
-        ]
-        return pd.DataFrame(rows, columns=["probe", "ratio", "predicted_macs", "error_pct"])
 
 
 def check_tolerance(tolerance) -> tuple[float, float]:
+    """``(up %, down %)`` as floats, or :class:`ToolkitError`."""
     try:
         up, down = (float(t) for t in tolerance)
     except (TypeError, ValueError):
@@ -183,27 +68,20 @@ def check_tolerance(tolerance) -> tuple[float, float]:
     return up, down
 
 
-def _check_target(target_macs) -> int:
-    if isinstance(target_macs, bool):
-        raise ToolkitError(f"target_macs must be a MAC count such as 1.77e9 or '1.77G'; got {target_macs!r}")
-    if isinstance(target_macs, (int, float)):
-        if not math.isfinite(target_macs) or target_macs <= 0:
-            raise ToolkitError(f"target_macs must be > 0; got {target_macs!r}")
-        return int(round(target_macs))
-    return parse_macs(target_macs)
-
-
 def fit_to_budget(
     model: nn.Module,
     strategy: Strategy,
-    target_macs: int | float | str,
-    example_inputs,
+    target_macs: int | float | str | None = None,
+    example_inputs=None,
     tolerance: tuple[float, float] = (1.0, 5.0),
     calibration=None,
     plan: PrunePlan | None = None,
     counter: str = "macs",
+    *,
+    constraints: Mapping[str, Any] | None = None,
 ) -> BudgetFit:
-    """Solve ``strategy.pruning_ratio`` so that the pruned model has ``target_macs`` MACs.
+    """Solve ``strategy.pruning_ratio`` so that the pruned model has ``target_macs`` MACs
+    (or meets every budget of ``constraints``).
 
     ``tolerance=(up, down)`` in percent is the accepted band ``[target - down%, target +
     up%]``; the solver returns the reachable count closest to the target (preferring one
@@ -216,84 +94,116 @@ def fit_to_budget(
     band are met in: ``"macs"`` (default) or ``"torch_pruning"`` (per sample, as
     ``torch_pruning.utils.count_ops_and_params``; the solved model is then pruned and
     counted to verify it, see the module docstring).
+
+    ``constraints`` (keyword) budgets MACs and/or parameters together, e.g.
+    ``{"macs": "1.77G", "params": "15M"}`` or ``{"params": "60%"}`` (a fraction of the
+    unpruned count); ``target_macs`` may be given instead of ``"macs"``. Each constraint has
+    the same band; the most restrictive one binds and lands in its band, the others end at
+    or below theirs (``fit.constraints``, ``fit.achieved``). When one is out of reach the
+    error lists every constraint's reachable range.
     """
     start = time.perf_counter()
     if not isinstance(strategy, Strategy):
         raise ToolkitError(f"strategy must be an agentic_toolkit.Strategy, got {type(strategy).__name__}")
     check_counter(counter)
-    target = _check_target(target_macs)
+    specs = check_constraints(target_macs, constraints)
     up, down = check_tolerance(tolerance)
+    if example_inputs is None and plan is None:
+        raise ToolkitError("fit_to_budget needs example_inputs (e.g. torch.randn(1, 3, 224, 224)) or a plan")
     p = get_plan(model, example_inputs, calibration, plan)
     p.check_strategy(strategy)
-    band = (target * (1 - down / 100.0), target * (1 + up / 100.0))
-    f = _Probe(p, strategy, counter)
-    base = p.base_count(counter)
-    smallest = f(MAX_RATIO)
-    _check_reachable(target, base, smallest, band[1], strategy)
-    ratio, predicted = _closest(_bracket(f, target, smallest), target, band)
-    counted = _Counts(p, strategy, f, counter)
-    if counter == "macs" and p.mac_model.inexact:
-        warnings.warn(
-            f"the analytic MAC model is not exact for {type(model).__name__} (e.g. an attention layout other "
-            "than a fused qkv Linear): the solved model is pruned and counted to verify it",
-            stacklevel=2,
-        )
-    if counter != "macs" or p.mac_model.inexact:
-        ratio, predicted = counted.verify(ratio, target, smallest, band)
-    within = band[0] <= predicted <= band[1]
-    if not within:
-        warnings.warn(
-            f"closest reachable MACs {format_macs(predicted)} are outside the band "
-            f"[-{down}%, +{up}%] of {format_macs(target)} (the strategy's steps are too coarse here; "
-            "try a smaller round_to)",
-            stacklevel=2,
-        )
+    params = ParamModel(p.source, p.sizes, p.prunable_keys)
+    selections: dict[float, Selection] = {}
+    mac_probe = _Probe(p, strategy, lambda sel: p.predict_macs(sel, counter), selections)
+    probes = {"macs": mac_probe, "params": _Probe(p, strategy, lambda sel: params.predict(p.widths(sel)), selections)}
+    bases = {"macs": p.base_count(counter), "params": params.base}
+    cons = [_constraint(kind, spec, bases[kind], probes[kind], (down, up)) for kind, spec in specs.items()]
+    _check_reachable(cons, strategy)
+    binding = _solve(cons, probes)
+    counted = _Counts(p, strategy, mac_probe, counter)
+    ratio, macs = _macs_at(binding, counted, type(model).__name__)
+    for c in cons:
+        c.achieved = macs if c.kind == "macs" else probes[c.kind](ratio)
+    within = all(c.met for c in cons)
+    _warn_outside(cons, params, (up, down))
+    mac_target = next((c.target for c in cons if c.kind == "macs"), None)
     return BudgetFit(
         strategy=strategy.replace(pruning_ratio=float(ratio)),
-        target_macs=target,
-        predicted_macs=int(predicted),
-        base_macs=int(base),
-        min_macs=int(smallest),
-        max_macs=int(base),
-        probes=f.probes,
+        target_macs=mac_target,
+        predicted_macs=int(macs),
+        base_macs=int(bases["macs"]),
+        min_macs=int(mac_probe(MAX_RATIO)),
+        max_macs=int(bases["macs"]),
+        probes=len(selections),
         within_tolerance=within,
         tolerance=(up, down),
         seconds=time.perf_counter() - start,
         plan=p,
-        selection=f.cache[ratio][1],
-        trace=f.trace,
+        selection=selections[ratio],
+        trace=probes[binding.kind].trace,
         counter=counter,
         counts=counted.counts,
+        predicted_params=probes["params"](ratio),
+        constraints=cons,
         _pruned=counted.best,
     )
 
 
-def check_counter(counter) -> str:
-    """``counter`` if it names a MAC convention (``COUNTERS``), else :class:`ToolkitError`."""
-    if counter not in COUNTERS:
-        raise ToolkitError(f"counter must be one of {', '.join(map(repr, COUNTERS))}; got {counter!r}")
-    return counter
+def _macs_at(binding: Constraint, counted: _Counts, model_name: str) -> tuple[float, int]:
+    """``(ratio, MACs)`` of the fit: the binding ratio and its predicted MACs, or, where the
+    prediction is not the count (``"torch_pruning"``, an inexact MAC model), the pruned model
+    counted (and the ratio corrected when MACs bind)."""
+    ratio, plan = binding.ratio, counted.plan
+    macs = counted.f(ratio)
+    if counted.counter == "macs" and plan.mac_model.inexact:
+        warnings.warn(
+            f"the analytic MAC model is not exact for {model_name} (e.g. an attention layout other "
+            "than a fused qkv Linear): the solved model is pruned and counted to verify it",
+            stacklevel=3,
+        )
+    if counted.counter == "macs" and not plan.mac_model.inexact:
+        return ratio, macs
+    if binding.kind == "macs":
+        return counted.verify(ratio, binding.target, binding.smallest, binding.band)
+    return ratio, counted.count(ratio)  # the MACs of the model the binding constraint chose
 
 
-def recount(result: PruneResult, plan: PrunePlan, counter: str, selection: Selection | None = None) -> PruneResult:
-    """``result`` with ``macs``, ``base_macs`` and ``predicted_macs`` in ``counter``'s convention.
+def _solve(cons: list[Constraint], probes: dict[str, _Probe]) -> Constraint:
+    """Solve each constraint alone and mark the most restrictive one (largest ratio) binding.
+    A constraint already at or below its target at the largest ratio so far is not solved:
+    counts fall with the ratio, so its own ratio cannot be larger."""
+    binding: Constraint | None = None
+    for c in cons:
+        if binding is not None and probes[c.kind](binding.ratio) <= c.target:
+            continue
+        c.ratio = _closest(_bracket(probes[c.kind], c.target, c.smallest), c.target, c.band)[0]
+        if binding is None or c.ratio > binding.ratio:
+            binding = c
+    binding.binding = True
+    return binding
 
-    ``"macs"``: ``result`` itself. ``"torch_pruning"``: the pruned model counted with
-    ``profile_macs(..., convention="torch_pruning")`` (``count_ops_and_params``, per
-    sample), the analytic prediction for ``selection`` (default: the strategy's), and a
-    note naming the counter.
-    """
-    from ..profiling.profile import profile_macs
 
-    if check_counter(counter) == "macs":
-        return result
-    sel = plan.select(result.strategy) if selection is None else selection
-    macs = profile_macs(result.model, example_inputs=plan.example_inputs, convention=counter).total_macs
-    note = f"MACs counted in the {counter} convention (torch_pruning.utils.count_ops_and_params, per sample)"
-    return dataclasses.replace(
-        result, macs=int(macs), base_macs=plan.base_count(counter), predicted_macs=plan.predict_macs(sel, counter),
-        notes=[*result.notes, note],
-    )
+def _constraint(kind: str, spec, base: int, probe: _Probe, tolerance: tuple[float, float]) -> Constraint:
+    down, up = tolerance
+    target = resolve_target(kind, spec, base)
+    band = (target * (1 - down / 100.0), target * (1 + up / 100.0))
+    return Constraint(kind, spec, target, int(base), int(probe(MAX_RATIO)), band)
+
+
+def _warn_outside(cons: list[Constraint], params: ParamModel, tolerance: tuple[float, float]) -> None:
+    up, down = tolerance
+    for c in cons:
+        if c.binding and not c.in_band:
+            warnings.warn(
+                f"the closest reachable count, {fmt(c.kind, c.achieved)}, is outside the band [-{down}%, +{up}%] "
+                f"of {fmt(c.kind, c.target)} (the strategy's steps are too coarse here; try a smaller round_to)",
+                stacklevel=3,
+            )
+        elif not c.met:
+            warnings.warn(f"{c.kind} {fmt(c.kind, c.achieved)} end above the band (+{up}%) of their target "
+                          f"{fmt(c.kind, c.target)} at the ratio the binding constraint chose", stacklevel=3)
+    if params.approximate and any(c.kind == "params" for c in cons):
+        warnings.warn("the parameter prediction is approximate: " + "; ".join(params.approximate[:3]), stacklevel=3)
 
 
 def _closest(candidates: list[tuple[float, int]], target: int, band: tuple[float, float]) -> tuple[float, int]:
@@ -327,9 +237,13 @@ class _Counts:
         self.best = results[ratio]
         return ratio, macs
 
+    def count(self, ratio: float) -> int:
+        """Prune and count the model at ``ratio`` once (it becomes ``best``); its MACs."""
+        self.best = self._count(ratio)
+        return self.best.macs
+
     def _count(self, ratio: float) -> PruneResult:
-        self.f(ratio)  # (cached: the selection)
-        sel = self.f.cache[ratio][1]
+        sel = self.f.selection(ratio)
         pruned = prune_with_plan(self.plan, self.strategy.replace(pruning_ratio=float(ratio)), selection=sel)
         result = recount(pruned, self.plan, self.counter, selection=sel)
         self.counts.append((float(ratio), int(result.predicted_macs), int(result.macs)))
@@ -337,43 +251,51 @@ class _Counts:
 
 
 class _Probe:
-    """Predicted MACs (in ``counter``'s convention) of the strategy at a ratio (each ratio
-    selected and predicted once)."""
+    """One count (``count(selection)``: predicted MACs in a convention, parameters) of the
+    strategy at a ratio; each ratio is selected once, shared by the probes of one fit
+    (``selections``), and counted once per probe."""
 
-    def __init__(self, plan: PrunePlan, strategy: Strategy, counter: str = "macs"):
-        self.plan, self.strategy, self.counter = plan, strategy, counter
-        self.cache: dict[float, tuple[int, Selection]] = {}
+    def __init__(self, plan: PrunePlan, strategy: Strategy, count: Callable[[Selection], int],
+                 selections: dict[float, Selection]):
+        self.plan, self.strategy, self.count, self.selections = plan, strategy, count, selections
+        self.cache: dict[float, int] = {}
         self.trace: list[tuple[float, int]] = []
 
     @property
     def probes(self) -> int:
         return len(self.trace)
 
+    def selection(self, r: float) -> Selection:
+        if r not in self.selections:
+            self.selections[r] = self.plan.select(self.strategy, r)
+        return self.selections[r]
+
     def __call__(self, r: float) -> int:
         if r not in self.cache:
-            sel = self.plan.select(self.strategy, r)
-            self.cache[r] = (self.plan.predict_macs(sel, self.counter), sel)
-            self.trace.append((r, self.cache[r][0]))
-        return self.cache[r][0]
+            self.cache[r] = int(self.count(self.selection(r)))
+            self.trace.append((r, self.cache[r]))
+        return self.cache[r]
 
 
-def _check_reachable(target: int, base: int, smallest: int, hi_band: float, strategy: Strategy) -> None:
-    if target > base:
-        raise BudgetInfeasibleError(
-            f"target {format_macs(target)} MACs is above the model's {format_macs(base)} MACs; "
-            f"this strategy reaches {format_macs(smallest)} .. {format_macs(base)}",
-            target,
-            (smallest, base),
-        )
-    if smallest > hi_band:
-        raise BudgetInfeasibleError(
-            f"target {format_macs(target)} MACs is below the smallest model this strategy allows "
-            f"({format_macs(smallest)} at pruning_ratio ~1, max_layer_ratio={strategy.max_layer_ratio}); "
-            f"reachable: {format_macs(smallest)} .. {format_macs(base)}. Raise max_layer_ratio or "
-            "multipliers, or un-ignore layers.",
-            target,
-            (smallest, base),
-        )
+def _check_reachable(cons: list[Constraint], strategy: Strategy) -> None:
+    """Raise :class:`BudgetInfeasibleError` when a constraint is below the smallest model the
+    strategy allows, or every one is above the unpruned model (nothing to prune)."""
+    low = [c for c in cons if c.smallest > c.band[1]]
+    high = [c for c in cons if c.target > c.base]
+    if not low and len(high) < len(cons):
+        return
+    c = (low or high)[0]
+    hint = "Raise max_layer_ratio or multipliers, or un-ignore layers."
+    lo, hi = (fmt(c.kind, v) for v in c.reachable)
+    if len(cons) > 1:
+        msg = infeasible_message(cons, hint if low else "")
+    elif low:
+        msg = (f"target {fmt(c.kind, c.target)} is below the smallest model this strategy allows ({lo} at "
+               f"pruning_ratio ~1, max_layer_ratio={strategy.max_layer_ratio}); reachable: {lo} .. {hi}. {hint}")
+    else:
+        msg = f"target {fmt(c.kind, c.target)} is above the model's {hi}; this strategy reaches {lo} .. {hi}"
+    details = {x.kind: {"target": x.target, "reachable": x.reachable} for x in cons}
+    raise BudgetInfeasibleError(msg, c.target, c.reachable, details)
 
 
 def _bracket(f: _Probe, target: int, smallest: int) -> list[tuple[float, int]]:

@@ -19,7 +19,9 @@ set, zero for frozen ones; restored afterwards), as first-order Taylor importanc
 instead, with a warning, so that it is never skipped silently.
 
 The built-in criteria (``taylor``, ``magnitude_l1``, ``magnitude_l2``, ``lamp``, ``random``)
-are registered below through the same :func:`register_importance`.
+are registered below through the same :func:`register_importance`. The magnitude ones use
+:class:`ChunkedMagnitudeImportance`: torch-pruning's scores, bit for bit, without whole-weight
+temporaries (they set the peak memory of pruning the largest models).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+import torch_pruning as tp
+from torch_pruning.pruner import function as tpf
 
 from ..errors import ToolkitError
 
@@ -124,24 +128,91 @@ def describe_importances():
 # ----------------------------------------------------------------------------- built-ins
 
 
+MAGNITUDE_CHUNK_ELEMENTS = 1 << 22  # weight elements per slice of ChunkedMagnitudeImportance (16 MB fp32)
+# Rows per slice are a multiple of this: where the rows are strided columns of the weight
+# (Linear and 1x1-conv inputs), torch's CPU sum reduces 4 SIMD vectors (<= 64 floats) of
+# them at a time and the rest in another order, so slices must align to keep every sum.
+_ROW_ALIGN = 64
+
+
+def _row_norms(rows: Callable[[slice], torch.Tensor], n: int, width: int, p: int) -> torch.Tensor:
+    """``rows(s).abs().pow(p).sum(1)`` of rows ``0..n`` of ``width`` elements each, a
+    bounded, aligned slice of rows at a time."""
+    step = max(_ROW_ALIGN, MAGNITUDE_CHUNK_ELEMENTS // max(width, 1) // _ROW_ALIGN * _ROW_ALIGN)
+    parts = [rows(slice(i, i + step)).abs().pow(p).sum(1) for i in range(0, n, step)]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+class ChunkedMagnitudeImportance(tp.importance.GroupMagnitudeImportance):
+    """torch-pruning's ``GroupMagnitudeImportance`` with each layer's per-channel norms
+    computed over bounded slices of its weight.
+
+    torch-pruning's ``__call__`` materialises ``w[idxs]`` (or ``w.transpose(0, 1)``),
+    ``.abs()`` and ``.pow(p)`` of whole weight tensors: three transient copies of the
+    largest weight of a group (~650 MB for RegNetY-128GF's 7392x7392 convolutions), which
+    set the peak memory of pruning large models. Every row is reduced exactly as there (same
+    row contents and layout), so the scores are bit-identical; the reduction and
+    normalisation are torch-pruning's own.
+    """
+
+    @torch.no_grad()
+    def __call__(self, group) -> torch.Tensor | None:
+        """One score per root channel of ``group`` (None when no layer has weights to score)."""
+        group_imp, group_idxs = [], []
+        for i, (dep, idxs) in enumerate(group):
+            if isinstance(dep.layer, tuple(self.target_types)):
+                for imp in self._layer_scores(dep.layer, dep.pruning_fn, list(idxs)):
+                    group_imp.append(imp)
+                    group_idxs.append(group[i].root_idxs)
+        if not group_imp:
+            return None
+        return self._normalize(self._reduce(group_imp, group_idxs), self.normalizer)
+
+    def _layer_scores(self, layer, prune_fn, idxs: list[int]) -> list[torch.Tensor]:
+        """The scores torch-pruning's ``__call__`` appends for one group member."""
+        out: list[torch.Tensor] = []
+        if prune_fn in (tpf.prune_conv_out_channels, tpf.prune_linear_out_channels):
+            w = layer.weight.data
+            w = w.transpose(1, 0) if getattr(layer, "transposed", False) else w
+            index = torch.as_tensor(idxs, dtype=torch.long)
+            out.append(_row_norms(lambda s: w[index[s]].flatten(1), len(idxs), w[0].numel(), self.p))
+        elif prune_fn in (tpf.prune_conv_in_channels, tpf.prune_linear_in_channels):
+            out.append(self._in_channel_scores(layer, prune_fn, idxs))
+            return out  # torch-pruning scores no bias of the consumer
+        elif prune_fn in (tpf.prune_batchnorm_out_channels, tpf.prune_layernorm_out_channels):
+            if not (getattr(layer, "affine", False) or getattr(layer, "elementwise_affine", False)):
+                return out
+            out.append(layer.weight.data[idxs].abs().pow(self.p))
+        else:
+            return out
+        if self.bias and layer.bias is not None:
+            out.append(layer.bias.data[idxs].abs().pow(self.p))
+        return out
+
+    def _in_channel_scores(self, layer, prune_fn, idxs: list[int]) -> torch.Tensor:
+        """Norms of a consumer's input channels ``idxs`` (torch-pruning's input branch)."""
+        w = layer.weight.data
+        if getattr(layer, "transposed", False):
+            imp = _row_norms(lambda s: w[s].flatten(1), w.shape[0], w[0].numel(), self.p)
+        else:
+            imp = _row_norms(lambda s: w[:, s].transpose(0, 1).flatten(1), w.shape[1], w[:, 0].numel(), self.p)
+        if prune_fn == tpf.prune_conv_in_channels and layer.groups not in (1, layer.in_channels):
+            imp = imp.repeat(layer.groups)  # grouped convolution: one weight slice per group
+        return imp[idxs]
+
+
 def magnitude_l1(group) -> torch.Tensor | None:
     """L1 norm of each channel's weights, averaged over the group's layers (Li et al. 2017)."""
-    import torch_pruning as tp
-
-    return tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)(group)
+    return ChunkedMagnitudeImportance(p=1, normalizer=None)(group)
 
 
 def magnitude_l2(group) -> torch.Tensor | None:
     """L2 norm of each channel's weights, averaged over the group's layers."""
-    import torch_pruning as tp
-
-    return tp.importance.GroupMagnitudeImportance(p=2, normalizer=None)(group)
+    return ChunkedMagnitudeImportance(p=2, normalizer=None)(group)
 
 
 def taylor(group) -> torch.Tensor | None:
     """First-order Taylor importance |weight x gradient| on calibration batches (Molchanov et al. 2019)."""
-    import torch_pruning as tp
-
     return tp.importance.GroupTaylorImportance(normalizer=None)(group)
 
 

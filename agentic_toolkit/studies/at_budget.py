@@ -12,7 +12,10 @@ to each budget (a fraction of its MACs) by each strategy, every one landed in th
   allocation under the budget (:mod:`agentic_toolkit.agents.sensitivity`, as NVIDIA
   ModelOpt's FastNAS does);
 - ``agent``: the default search (offline analyst + the proxy evaluator, default revision
-  budget).
+  budget);
+- ``agent_sensitivity``: the same search with the Profiling agent's sensitivity table
+  (``AgenticSearch(sensitivity=...)``, the table ``fastnas_sensitivity`` uses, its cost
+  counted): revision 2 is the threshold allocation, the analyst explores from the better one.
 
 Searches and the sensitivity table score candidates on held-out ``val`` images only. Each
 pruned model is fine-tuned with one recipe for all (KD from the unpruned model, per-step
@@ -57,7 +60,7 @@ from .taskqueue import ResultStore, Task
 
 INPUT = (1, 3, 32, 32)
 BASELINES = ("uniform_l1", "global_magnitude", "isomorphic_taylor")
-SEARCHED = ("fastnas_sensitivity", "agent")
+SEARCHED = ("fastnas_sensitivity", "agent", "agent_sensitivity")
 STRATEGIES = BASELINES + SEARCHED
 ROOT = PROJECT_ROOT / "runs" / "at_budget"
 #: Measured here (1 torch thread, KD from the unpruned ResNet-56): training images per second.
@@ -176,19 +179,22 @@ def _fastnas_task(ctx: Context, budget: float) -> Callable[[ResultStore], dict]:
     return run
 
 
-def _agent_task(ctx: Context, budget: float) -> Callable[[ResultStore], dict]:
+def _agent_task(ctx: Context, budget: float, sensitivity: bool = False) -> Callable[[ResultStore], dict]:
     def run(store: ResultStore) -> dict:
         from ..agents.backends import AnalystBackend
         from ..agents.search import AgenticSearch
 
+        table = SensitivityTable.from_dict(store.get("sensitivity")) if sensitivity else None
         t0 = time.perf_counter()
         search = AgenticSearch(
             ctx.teacher, ctx.target(budget), ctx.x, evaluator=ctx.evaluator, max_revisions=ctx.cfg.max_revisions,
             backend=AnalystBackend(eval_images=ctx.evaluator.eval_images), plan=ctx.plan, progress=False,
+            sensitivity=table,
         )
         res = search.run()
-        print(f"agent @ {budget:g}: {res.summary()}", flush=True)
-        return {"strategy": res.strategy.to_dict(), "search_seconds": time.perf_counter() - t0,
+        print(f"agent{'_sensitivity' if sensitivity else ''} @ {budget:g}: {res.summary()}", flush=True)
+        spent = time.perf_counter() - t0 + (table.seconds if table else 0.0)
+        return {"strategy": res.strategy.to_dict(), "search_seconds": spent,
                 "score": res.score, "score_se": res.score_se, "default_score": res.default_score,
                 "revisions": res.revisions, "stop_reason": res.stop_reason}
 
@@ -204,7 +210,7 @@ def _cell_task(ctx: Context, budget: float, name: str, seed: int) -> Callable[[R
         ft = finetune(student, train, None, ctx.cfg.recipe, teacher=ctx.teacher, amp=False, seed=seed,
                       progress=False)
         acc = evaluate(student, ctx.test)
-        rec = store.get(search_key(name, budget)) or {}
+        rec = store.get(search_key(name, budget)) or {}  # a searched strategy's cost; else the solver's
         return {"budget": budget, "strategy": name, "seed": seed, "macs": pruned.macs, "params": pruned.params,
                 "target_macs": ctx.target(budget), "base_macs": ctx.plan.base_macs,
                 "error_pct": fit.error_pct, "test_top1": acc["top1"], "test_loss": acc["loss"],
@@ -226,13 +232,17 @@ def search_tasks(ctx: Context) -> list[Task]:
     cfg = ctx.cfg
     groups = 30  # ResNet-56's prunable groups
     out = []
-    if "fastnas_sensitivity" in cfg.strategies:
+    if {"fastnas_sensitivity", "agent_sensitivity"} & set(cfg.strategies):
         per_eval = 3.0 * (cfg.eval_images + cfg.bn_images) / 1000
         out.append(Task("sensitivity", _sensitivity_task(ctx), estimate_s=groups * 3 * per_eval))
+    if "fastnas_sensitivity" in cfg.strategies:
         out += [Task(search_key("fastnas_sensitivity", b), _fastnas_task(ctx, b), deps=("sensitivity",),
                      estimate_s=20) for b in cfg.budgets]
     if "agent" in cfg.strategies:
         out += [Task(search_key("agent", b), _agent_task(ctx, b), estimate_s=300) for b in cfg.budgets]
+    if "agent_sensitivity" in cfg.strategies:
+        out += [Task(search_key("agent_sensitivity", b), _agent_task(ctx, b, True), deps=("sensitivity",),
+                     estimate_s=300) for b in cfg.budgets]
     return out
 
 

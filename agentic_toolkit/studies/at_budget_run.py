@@ -27,6 +27,8 @@ from . import proxy_fidelity as P
 from .machine import annotate, machine_line, output_dir, write_table
 from .taskqueue import ResultStore, estimate, run_tasks
 
+AGENTS = ("agent", "agent_sensitivity")
+
 
 def all_tasks(ctx: A.Context, accuracy: bool = True, fidelity: bool = True) -> list:
     """Searches, the accuracy study's cells (seed-major), then the fidelity study's extras."""
@@ -47,38 +49,42 @@ def cells_frame(store: ResultStore, cfg: A.Config) -> pd.DataFrame:
 
 
 def summary_frame(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per budget and strategy: seeds, mean and std of test top-1, the agent's mean paired
-    difference over shared seeds (agent - strategy) and its std, the search seconds."""
+    """Per budget and strategy: seeds, mean and std of test top-1, the search seconds, and for
+    each agent variant ``<agent>_minus_this_mean`` / ``_std``: the paired difference over
+    shared seeds (agent - this strategy)."""
+    agents = [a for a in AGENTS if a in set(cells["strategy"])]
     out = []
     for (b, name), g in cells.groupby(["budget", "strategy"], sort=False):
-        agent = cells[(cells["budget"] == b) & (cells["strategy"] == "agent")].set_index("seed")["test_top1"]
         mine = g.set_index("seed")["test_top1"]
-        shared = sorted(set(agent.index) & set(mine.index))
-        diff = (agent[shared] - mine[shared]) if shared else pd.Series(dtype=float)
-        out.append({"budget": b, "strategy": name, "seeds": len(g), "macs": int(g["macs"].iloc[0]),
-                    "test_top1_mean": g["test_top1"].mean(), "test_top1_std": g["test_top1"].std(ddof=1),
-                    "agent_minus_this_mean": diff.mean() if len(diff) else np.nan,
-                    "agent_minus_this_std": diff.std(ddof=1) if len(diff) > 1 else np.nan,
-                    "search_seconds": g["search_seconds"].iloc[0]})
+        row = {"budget": b, "strategy": name, "seeds": len(g), "macs": int(g["macs"].iloc[0]),
+               "test_top1_mean": g["test_top1"].mean(), "test_top1_std": g["test_top1"].std(ddof=1),
+               "search_seconds": g["search_seconds"].iloc[0]}
+        for a in agents:
+            theirs = cells[(cells["budget"] == b) & (cells["strategy"] == a)].set_index("seed")["test_top1"]
+            shared = sorted(set(theirs.index) & set(mine.index))
+            diff = theirs[shared] - mine[shared]
+            row[f"{a}_minus_this_mean"] = diff.mean() if len(diff) else np.nan
+            row[f"{a}_minus_this_std"] = diff.std(ddof=1) if len(diff) > 1 else np.nan
+        out.append(row)
     return pd.DataFrame(out)
 
 
 def verdict(summary: pd.DataFrame) -> list[str]:
-    """One sentence per budget: does the agent beat the best baseline, by how much."""
+    """Per budget and agent variant: does it beat the best non-agent strategy, by how much."""
     lines = []
     for b, g in summary.groupby("budget", sort=False):
-        if "agent" not in set(g["strategy"]) or len(g) < 2:
-            continue
-        agent = g[g["strategy"] == "agent"].iloc[0]
-        others = g[g["strategy"] != "agent"].sort_values("test_top1_mean", ascending=False)
-        best = others.iloc[0]
-        gap = agent["test_top1_mean"] - best["test_top1_mean"]
-        lines.append(
-            f"{b:.0%} of MACs: agent {agent['test_top1_mean']:.2f} +- {agent['test_top1_std']:.2f} vs best baseline "
-            f"{best['strategy']} {best['test_top1_mean']:.2f} +- {best['test_top1_std']:.2f} "
-            f"(paired agent - it {best['agent_minus_this_mean']:+.2f} +- {best['agent_minus_this_std']:.2f} over "
-            f"{int(min(agent['seeds'], best['seeds']))} seeds): "
-            + ("agent beats it by >= 0.3 pp" if gap >= 0.3 else "agent does NOT beat it by 0.3 pp"))
+        others = g[~g["strategy"].str.startswith("agent")].sort_values("test_top1_mean", ascending=False)
+        for a in [a for a in AGENTS if a in set(g["strategy"])]:
+            if not len(others):
+                continue
+            agent, best = g[g["strategy"] == a].iloc[0], others.iloc[0]
+            gap = agent["test_top1_mean"] - best["test_top1_mean"]
+            lines.append(
+                f"{b:.0%} of MACs: {a} {agent['test_top1_mean']:.2f} +- {agent['test_top1_std']:.2f} vs best "
+                f"baseline {best['strategy']} {best['test_top1_mean']:.2f} +- {best['test_top1_std']:.2f} (paired "
+                f"{best[f'{a}_minus_this_mean']:+.2f} +- {best[f'{a}_minus_this_std']:.2f} over "
+                f"{int(min(agent['seeds'], best['seeds']))} seeds): "
+                + (f"beats it by {gap:.2f} pp (>= 0.3)" if gap >= 0.3 else f"does NOT beat it by 0.3 pp ({gap:+.2f})"))
     return lines
 
 
@@ -88,19 +94,21 @@ README_MARKERS = ("<!-- accuracy-at-budget:start -->", "<!-- accuracy-at-budget:
 def readme_block(summary: pd.DataFrame, cells: pd.DataFrame) -> str:
     """The README's result table and verdict, rendered from the study's tables."""
     imgs = int(cells["train_images"].iloc[0]) if len(cells) else 0
+    agents = [a for a in AGENTS if f"{a}_minus_this_mean" in summary]
     lines = [
         f"Adapted CIFAR-10 ResNet-56, KD fine-tuning on {imgs:,} training images per seed (one recipe "
-        "for all), top-1 on the JPEG test set, mean +- std over seeds; `agent - this` is the paired "
+        "for all), top-1 on the JPEG test set, mean +- std over seeds; `<agent> - this` is the paired "
         "difference over the same seeds. From `data/05_accuracy_at_budget.csv` "
         "(`python scripts/accuracy_at_budget.py --workers 2`).",
         "",
-        "| budget | strategy | seeds | MMACs | test top-1 | agent - this | search s |",
-        "|---|---|---|---|---|---|---|",
+        "| budget | strategy | seeds | MMACs | test top-1 | " + " | ".join(f"{a} - this" for a in agents) + " | search s |",
+        "|---|---|---|---|---|" + "---|" * len(agents) + "---|",
     ]
-    for r in summary.itertuples():
-        diff = "" if r.strategy == "agent" else f"{r.agent_minus_this_mean:+.2f} +- {r.agent_minus_this_std:.2f}"
-        lines.append(f"| {r.budget:.0%} | {r.strategy} | {r.seeds} | {r.macs / 1e6:.2f} | "
-                     f"{r.test_top1_mean:.2f} +- {r.test_top1_std:.2f} | {diff} | {r.search_seconds:.0f} |")
+    for r in summary.to_dict("records"):
+        diffs = " | ".join("" if r["strategy"] == a else
+                           f"{r[f'{a}_minus_this_mean']:+.2f} +- {r[f'{a}_minus_this_std']:.2f}" for a in agents)
+        lines.append(f"| {r['budget']:.0%} | {r['strategy']} | {r['seeds']} | {r['macs'] / 1e6:.2f} | "
+                     f"{r['test_top1_mean']:.2f} +- {r['test_top1_std']:.2f} | {diffs} | {r['search_seconds']:.0f} |")
     lines += ["", *[f"- {v}" for v in verdict(summary)]]
     return "\n".join(lines)
 
