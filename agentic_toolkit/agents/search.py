@@ -40,6 +40,7 @@ from .history import HistoryLog, MemoryLog, history_frame
 from .identity import score_model
 from .prompting import check_templates
 from .result import SearchResult
+from .sensitivity import seed_proposals
 
 
 class AgenticSearch:
@@ -135,7 +136,7 @@ class AgenticSearch:
         secrets = self.engine.secrets()
         self.log = HistoryLog(log_path, secrets, resume=resume) if log_path else MemoryLog(secrets)
         self._prepare(plan)
-        self.seeds = self._seed_proposals(sensitivity)
+        self.seeds, self.sensitivity = seed_proposals(self, sensitivity)
         #: How ``max_revisions`` and ``patience`` were chosen (the header's ``revision_budget``).
         self.budget_choice = revision_budget(self, max_revisions, patience)
         self.max_revisions, self.patience = self.budget_choice["max_revisions"], self.budget_choice["patience"]
@@ -161,23 +162,6 @@ class AgenticSearch:
                 f"the target {format_macs(self.target_macs)}: nothing to prune"
             )
         self.scopes = self.plan.describe()
-
-    def _seed_proposals(self, sensitivity) -> list:
-        """Revision 2's proposal from the Profiling agent's sensitivity table (``True``: measured
-        now with the evaluator; or a :class:`~agentic_toolkit.agents.sensitivity.SensitivityTable`)."""
-        from .sensitivity import SensitivityTable, measure_sensitivity, seed_proposal
-
-        if sensitivity is None or sensitivity is False:
-            return []
-        if sensitivity is True:
-            if self.evaluator is None:
-                raise ToolkitError("sensitivity=True measures with the evaluator: pass evaluator=")
-            sensitivity = measure_sensitivity(self.model, self.example_inputs, self.evaluator, plan=self.plan,
-                                              progress=self.progress)
-        if not isinstance(sensitivity, SensitivityTable):
-            raise ToolkitError(f"sensitivity must be True, False or a SensitivityTable, got {type(sensitivity).__name__}")
-        self.sensitivity = sensitivity
-        return [seed_proposal(self.plan, sensitivity, self.target_macs)]
 
     def _open_history(self, model_name: str) -> None:
         """Write the header of a new history, or check and read back the one being resumed."""

@@ -173,6 +173,22 @@ def seed_proposal(plan: PrunePlan, table: SensitivityTable, target_macs: int):
                     proposer="profiling")
 
 
+def seed_proposals(search, sensitivity) -> tuple[list, SensitivityTable | None]:
+    """``(proposals, table)`` for an :class:`~agentic_toolkit.AgenticSearch`: the allocation
+    from ``sensitivity`` (``True``: measured now with the search's evaluator; a
+    :class:`SensitivityTable`; ``None``/``False``: no seed)."""
+    if sensitivity is None or sensitivity is False:
+        return [], None
+    if sensitivity is True:
+        if search.evaluator is None:
+            raise ToolkitError("sensitivity=True measures with the evaluator: pass evaluator=")
+        sensitivity = measure_sensitivity(search.model, search.example_inputs, search.evaluator, plan=search.plan,
+                                          progress=search.progress)
+    if not isinstance(sensitivity, SensitivityTable):
+        raise ToolkitError(f"sensitivity must be True, False or a SensitivityTable, got {type(sensitivity).__name__}")
+    return [seed_proposal(search.plan, sensitivity, search.target_macs)], sensitivity
+
+
 def _monotone_curves(frame: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:
     """Per group: [(share, drop)] by share, each drop at least the drop of any smaller share."""
     curves = {}

@@ -3,10 +3,10 @@
 ``strategy`` (what to prune, named presets), ``criteria`` (registered importance criteria),
 ``groups`` / ``traversal`` / ``attention`` (channel groups, a bounded group search, head
 handling), ``importance`` (scores per
-group, guarded), ``scopes`` (named parts a strategy can address), ``mac_model`` (MACs
-predicted from widths), ``plan`` (graph + groups + importance, built once; with
+group, guarded), ``scopes`` (named parts a strategy can address), ``mac_model`` / ``param_model`` (MACs
+and parameters predicted from widths), ``plan`` (graph + groups + importance, built once; with
 ``ranking``, ``cutting`` and ``model_utils``), ``apply`` (prune a model), ``budget`` (the
-exact ratio solver), ``persist`` (save/load).
+exact ratio solver; ``budget_fit`` its result, ``constraints`` MAC/params budgets), ``persist`` (save/load).
 """
 
 from .apply import PruneResult, apply_isomorphic_prune, describe_scopes, get_plan, layer_widths
