@@ -11,6 +11,7 @@ import pytest
 
 import agentic_toolkit as at
 from agentic_toolkit.agents.sensitivity import measure_sensitivity, sensitivity_search
+from agentic_toolkit.errors import ToolkitError
 from agentic_toolkit.pruning.strategy import StrategyError
 from agentic_toolkit.studies import proxy_fidelity as P
 from agentic_toolkit.studies.taskqueue import ResultStore, Task, run_tasks
@@ -110,3 +111,18 @@ def test_fixed_strategies_are_distinct_shapes():
     assert len(P.FIDELITY_STRATEGIES) >= 12 and set(BASELINES) <= set(P.FIDELITY_STRATEGIES)
     shapes = [at.strategy_preset(n).to_json() for n in BASELINES] + [s.to_json() for s in P.EXTRAS.values()]
     assert len(set(shapes)) == len(shapes)
+
+
+def test_search_seeded_by_the_profiling_agents_sensitivity(r20_calibrated, small_proxy):
+    model, x, calib, plan = r20_calibrated
+    table = measure_sensitivity(model, x, small_proxy, fractions=(0.5,), plan=plan, progress=False)
+    target = int(0.5 * plan.base_macs)
+    res = at.AgenticSearch(model, target, x, evaluator=small_proxy, plan=plan, sensitivity=table, max_revisions=3,
+                           progress=False).run()
+    seed = res.records[1]
+    assert seed["proposer"] == "profiling" and "sensitivity allocation" in seed["rationale"]
+    assert all(k.startswith("group:") for k in seed["proposed"]["multipliers"])
+    assert seed["in_band"] and seed["score"] is not None  # landed by the solver and scored like any revision
+    assert [r["proposer"] for r in res.records] == ["analyst", "profiling", "analyst"]
+    with pytest.raises(ToolkitError, match="evaluator"):
+        at.AgenticSearch(model, target, x, plan=plan, sensitivity=True, progress=False)
