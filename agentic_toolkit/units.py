@@ -1,4 +1,5 @@
-"""Parsing and formatting of MAC and parameter counts ("1.77G" <-> 1_770_000_000, "60%")."""
+"""Parsing and formatting of MAC and parameter counts ("1.77G" <-> 1_770_000_000, "60%") and
+latencies ("12ms", "0.5s")."""
 
 from __future__ import annotations
 
@@ -48,6 +49,28 @@ def parse_macs(value: str | int | float) -> int:
 def parse_params(value: str | int | float) -> int:
     """Parse ``"15M"``, ``"350K params"``, ``"1.5e7"`` or a number into a parameter count."""
     return parse_count(value, "parameter count")
+
+
+_TIME_UNITS = {"ns": 1e-6, "us": 1e-3, "\u00b5s": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def parse_latency(value: str | int | float) -> float:
+    """Parse ``"12ms"``, ``"12 ms"``, ``"0.5s"``, ``"800us"`` or a number (milliseconds) into
+    a positive latency in milliseconds."""
+    hint = "use e.g. 12ms, 0.5s, 800us, or 60% of the unpruned model's latency"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        ms = float(value)
+        if not math.isfinite(ms):
+            raise ToolkitError(f"a latency must be a finite number of milliseconds, got {value!r}")
+    else:
+        m = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-z\u00b5]*)\s*", str(value), flags=re.I)
+        unit = m.group(2).lower() if m else ""
+        if not m or isinstance(value, bool) or (unit and unit not in _TIME_UNITS):
+            raise ToolkitError(f"cannot read {value!r} as a latency; {hint}")
+        ms = float(m.group(1)) * _TIME_UNITS.get(unit or "ms")
+    if ms <= 0:
+        raise ToolkitError(f"a latency must be > 0, got {value!r}")
+    return ms
 
 
 def parse_percent(value: object) -> float | None:

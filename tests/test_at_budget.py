@@ -117,12 +117,26 @@ def test_search_seeded_by_the_profiling_agents_sensitivity(r20_calibrated, small
     model, x, calib, plan = r20_calibrated
     table = measure_sensitivity(model, x, small_proxy, fractions=(0.5,), plan=plan, progress=False)
     target = int(0.5 * plan.base_macs)
-    res = at.AgenticSearch(model, target, x, evaluator=small_proxy, plan=plan, sensitivity=table, max_revisions=3,
+    res = at.AgenticSearch(model, target, x, evaluator=small_proxy, plan=plan, sensitivity=table, max_revisions=4,
                            progress=False).run()
-    seed = res.records[1]
-    assert seed["proposer"] == "profiling" and "sensitivity allocation" in seed["rationale"]
-    assert all(k.startswith("group:") for k in seed["proposed"]["multipliers"])
-    assert seed["in_band"] and seed["score"] is not None  # landed by the solver and scored like any revision
-    assert [r["proposer"] for r in res.records] == ["analyst", "profiling", "analyst"]
+    assert [r["proposer"] for r in res.records] == ["analyst", "profiling", "profiling", "analyst"]
+    per_mac, threshold = res.records[1], res.records[2]
+    assert "per MAC saved" in per_mac["rationale"] and "threshold" in threshold["rationale"]
+    for seed in (per_mac, threshold):
+        assert all(k.startswith("group:") for k in seed["proposed"]["multipliers"])
+        assert seed["in_band"]  # landed by the solver like any revision
+        assert seed["score"] is not None or seed.get("duplicate_of") is not None  # scored, or the same widths
+
+
+def test_efficiency_allocation_meets_the_target_exactly(r20_calibrated, small_proxy):
+    from agentic_toolkit.agents.sensitivity import _alloc_macs, efficiency_allocation
+
+    model, x, calib, plan = r20_calibrated
+    table = measure_sensitivity(model, x, small_proxy, fractions=(0.25, 0.5), plan=plan, progress=False)
+    target = int(0.6 * plan.base_macs)
+    _, alloc = efficiency_allocation(plan, table, target)
+    assert _alloc_macs(plan, alloc) <= target  # greedy steps stop once the target is met ...
+    least = min(alloc.items(), key=lambda kv: kv[1])
+    assert _alloc_macs(plan, {**alloc, least[0]: 0.0}) > _alloc_macs(plan, alloc) or least[1] == 0.0
     with pytest.raises(ToolkitError, match="evaluator"):
         at.AgenticSearch(model, target, x, plan=plan, sensitivity=True, progress=False)

@@ -87,8 +87,9 @@ class AgenticSearch:
     :func:`~agentic_toolkit.fit_to_budget`); the header and the result record it.
     ``sensitivity=True`` (or a measured
     :class:`~agentic_toolkit.agents.sensitivity.SensitivityTable`) lets the Profiling agent
-    measure each channel group's score drop with the evaluator first; revision 2 is then its
-    threshold allocation for the target, and the analyst explores from the better of the two.
+    measure each channel group's score drop with the evaluator first; revisions 2 and 3 are then
+    its two allocations for the target (per MAC saved, and by threshold as FastNAS does; see
+    :mod:`~agentic_toolkit.agents.sensitivity`), and the analyst explores from the best so far.
     """
 
     def __init__(

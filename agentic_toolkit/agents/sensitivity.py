@@ -152,25 +152,67 @@ def allocation_strategy(plan: PrunePlan, table: SensitivityTable, target_macs: i
                 lo = mid + 1
         tau = float(taus[lo])
     alloc = _allocation(curves, tau)
+    return _to_strategy(alloc, table.importance), tau, alloc
+
+
+def efficiency_allocation(plan: PrunePlan, table: SensitivityTable, target_macs: int) -> tuple[Strategy, dict]:
+    """``(strategy before landing, share per group)``: starting from the unpruned model, each
+    step moves the group to its next measured share whose proxy drop per MAC saved is the
+    smallest (MACs exact for the whole allocation so far), until the target is met.
+
+    Unlike the threshold allocation (FastNAS: one tolerated drop for every group, whatever the
+    group costs), this weighs each group's sensitivity against the MACs it frees."""
+    curves = _monotone_curves(table.frame)
+    alloc = dict.fromkeys(curves, 0.0)
+    level = dict.fromkeys(curves, 0)
+    macs = _alloc_macs(plan, alloc)
+    while macs > target_macs:
+        best = None
+        for key, curve in curves.items():
+            i = level[key]
+            if i >= len(curve):
+                continue
+            share, drop = curve[i]
+            saved = macs - _alloc_macs(plan, {**alloc, key: share})
+            if saved > 0:
+                cost = (drop - (curve[i - 1][1] if i else 0.0)) / saved
+                if best is None or cost < best[0]:
+                    best = (cost, key, share, macs - saved)
+        if best is None:
+            break  # every group at its largest measured share: the solver scales the rest
+        _, key, share, macs = best
+        alloc[key], level[key] = share, level[key] + 1
+    return _to_strategy(alloc, table.importance), alloc
+
+
+def _to_strategy(alloc: dict[str, float], importance: str) -> Strategy:
+    """Per-group multipliers of a per-group (uniform-grouping) strategy for the shares ``alloc``."""
     ref = max(alloc.values()) or max(FRACTIONS)
-    strategy = Strategy(
-        importance=table.importance, isomorphic=False, global_pruning=False, pruning_ratio=ref,
+    return Strategy(
+        importance=importance, isomorphic=False, global_pruning=False, pruning_ratio=ref,
         multipliers={k: (v / ref if v > 0 else _UNPRUNED) for k, v in alloc.items()},
     )
-    return strategy, tau, alloc
 
 
-def seed_proposal(plan: PrunePlan, table: SensitivityTable, target_macs: int):
-    """The allocation as a search proposal (proposer ``profiling``), for
-    :class:`~agentic_toolkit.AgenticSearch` ``(sensitivity=...)``."""
+def seed_proposals_for(plan: PrunePlan, table: SensitivityTable, target_macs: int) -> list:
+    """The two allocations as search proposals (proposer ``profiling``), for
+    :class:`~agentic_toolkit.AgenticSearch` ``(sensitivity=...)``: per MAC saved first, then
+    the threshold allocation."""
     from .analysis import Proposal
 
-    strategy, tau, alloc = allocation_strategy(plan, table, target_macs)
-    spared = sorted(k.removeprefix("group:") for k, v in alloc.items() if v == 0)
-    why = (f"Profiling agent's sensitivity allocation: each of {len(alloc)} groups takes the largest measured "
-           f"share whose proxy drop is <= {tau:.2f} points; spared: {', '.join(spared) or 'none'}")
-    return Proposal(strategy=strategy, rationale=why, prompt="", raw_reply="", backend="profiling",
-                    proposer="profiling")
+    def spared(alloc):
+        return ", ".join(sorted(k.removeprefix("group:") for k, v in alloc.items() if v == 0)) or "none"
+
+    eff, eff_alloc = efficiency_allocation(plan, table, target_macs)
+    thr, tau, thr_alloc = allocation_strategy(plan, table, target_macs)
+    whys = [
+        f"Profiling agent's sensitivity allocation per MAC saved: each step cuts the group whose next measured "
+        f"share costs the least proxy score per MAC freed; spared: {spared(eff_alloc)}",
+        f"Profiling agent's sensitivity allocation by threshold: each of {len(thr_alloc)} groups takes the largest "
+        f"measured share whose proxy drop is <= {tau:.2f} points; spared: {spared(thr_alloc)}",
+    ]
+    return [Proposal(strategy=st, rationale=why, prompt="", raw_reply="", backend="profiling", proposer="profiling")
+            for st, why in zip((eff, thr), whys, strict=True)]
 
 
 def seed_proposals(search, sensitivity) -> tuple[list, SensitivityTable | None]:
@@ -186,7 +228,7 @@ def seed_proposals(search, sensitivity) -> tuple[list, SensitivityTable | None]:
                                           progress=search.progress)
     if not isinstance(sensitivity, SensitivityTable):
         raise ToolkitError(f"sensitivity must be True, False or a SensitivityTable, got {type(sensitivity).__name__}")
-    return [seed_proposal(search.plan, sensitivity, search.target_macs)], sensitivity
+    return seed_proposals_for(search.plan, sensitivity, search.target_macs), sensitivity
 
 
 def _monotone_curves(frame: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:
@@ -203,14 +245,19 @@ def _allocation(curves: dict[str, list[tuple[float, float]]], tau: float) -> dic
 
 
 def _macs(p: PrunePlan, curves, tau: float) -> int:
+    return _alloc_macs(p, _allocation(curves, tau))
+
+
+def _alloc_macs(p: PrunePlan, alloc: dict[str, float]) -> int:
+    """Exact MACs of the plan's model with each group cut by its share in ``alloc``."""
     groups = p.group_scopes()
     removed = {}
-    for key, share in _allocation(curves, tau).items():
+    for key, share in alloc.items():
         g = groups[key]
         n = min(int(round(share * g.units)), g.units - 1)
         if n > 0:
             removed[g.index] = n
-    return p.predict_macs(Selection(tau, removed_units=removed))
+    return p.predict_macs(Selection(0.0, removed_units=removed))
 
 
 def _bar(total: int, progress: bool):

@@ -17,6 +17,12 @@ without ``--target-macs`` (which also takes ``50%``): the most restrictive one b
 JSON report then also has ``binding``, ``predicted_params`` and ``constraints`` (per kind:
 ``target``, ``achieved``, ``error_pct``, ``reachable``, ``binding``, ``met``); ``target_macs``
 is null when MACs are not budgeted and ``error_pct`` is that of the binding constraint.
+
+``--constraint latency=60%`` (or ``latency=12ms``) budgets the latency on ``--device``
+(``cpu``, with ``--threads`` threads, or ``cuda``) at batch 1, predicted from a per-layer
+table measured on first use and cached (the JSON report then has ``predicted_latency_ms``;
+latency ``target``/``achieved`` are in microseconds). ``--round-to N|auto`` overrides the
+strategy's ``round_to`` (``auto``: per-layer multiples chosen from measured latency steps).
 """
 
 from __future__ import annotations
@@ -37,8 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MAC budget, e.g. 1.77G, 450M, 4.1e9 or 50%% of the model's MACs")
     parser.add_argument(
         "--constraint", action="append", default=[], metavar="KIND=VALUE",
-        help="a budget, repeatable: params=15M, params=60%%, macs=1.77G (all are met; the tightest binds)",
+        help="a budget, repeatable: params=15M, params=60%%, macs=1.77G, latency=12ms, latency=60%% "
+        "(all are met; the tightest binds)",
     )
+    parser.add_argument("--device", default="cpu", help="device a latency budget is measured on: cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of the latency measurement")
+    parser.add_argument("--round-to", default=None, metavar="N|auto",
+                        help="override the strategy's round_to: an integer or auto (from measured latency steps)")
     parser.add_argument(
         "--strategy", default=None, metavar="FILE|PRESET",
         help="strategy JSON file or preset name, e.g. isomorphic_taylor (default: Strategy())",
@@ -115,6 +126,15 @@ def _strategy(spec: str | None):
     return Strategy.from_json(text)
 
 
+def _round_to(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ToolkitError(f"--round-to must be an integer or auto, got {text!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -131,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     check_constraints(args.target_macs, constraints)  # bad values fail before the model is built
     tolerance = _tolerance(args.tolerance)
     strategy = _strategy(args.strategy)
+    if args.round_to is not None:
+        strategy = strategy.replace(round_to=_round_to(args.round_to))
     pretrained = {"true": True, None: False}.get(args.pretrained, args.pretrained)
     model = create_model(args.model, pretrained=pretrained)
     x = torch.randn(_input_shape(model, args.input_size), generator=torch.Generator().manual_seed(0))
@@ -143,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = fit_to_budget(model, strategy, args.target_macs, x, tolerance=tolerance, calibration=calibration,
-                            counter=args.counter, constraints=constraints or None)
+                            counter=args.counter, constraints=constraints or None, device=args.device,
+                            threads=args.threads)
         result = fit.prune()
     notes = sorted({str(w.message) for w in caught})
     out = str(save_pruned(args.out, result)) if args.out else None
@@ -171,6 +194,7 @@ def _report(args: argparse.Namespace, fit, result, out: str | None, notes: list[
         "params": int(result.params),
         "base_params": int(result.base_params),
         "predicted_params": fit.predicted_params,
+        "predicted_latency_ms": fit.predicted_latency_ms,
         "error_pct": 100.0 * (result.macs - target) / target if plain else fit.error_pct,
         "within_tolerance": bool(fit.within_tolerance),
         "binding": fit.binding,

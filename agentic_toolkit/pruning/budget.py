@@ -26,6 +26,12 @@ counted again (at most ``MAX_COUNTS`` counts), so the result lands in the band a
 (:class:`~agentic_toolkit.pruning.param_model.ParamModel`), each count is solved alone on
 the shared probes, and the largest ratio wins (its constraint binds; the others end below
 their targets).
+
+A ``"latency"`` constraint is met by the latency predicted from a table measured once on
+``device`` (with ``threads``) at the batch size of ``example_inputs`` and cached on disk
+(:mod:`.latency_model`); predictions never rise with the ratio (a monotone envelope of the
+table), so the same bracketing solves it. ``Strategy(round_to="auto")`` rounds each group's
+kept channels to a multiple chosen from the same measurements (:meth:`.LatencyModel.round_multiples`).
 """
 
 from __future__ import annotations
@@ -79,6 +85,9 @@ def fit_to_budget(
     counter: str = "macs",
     *,
     constraints: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    latency_model: Any = None,
 ) -> BudgetFit:
     """Solve ``strategy.pruning_ratio`` so that the pruned model has ``target_macs`` MACs
     (or meets every budget of ``constraints``).
@@ -101,6 +110,13 @@ def fit_to_budget(
     the same band; the most restrictive one binds and lands in its band, the others end at
     or below theirs (``fit.constraints``, ``fit.achieved``). When one is out of reach the
     error lists every constraint's reachable range.
+
+    ``{"latency": "12ms"}`` or ``{"latency": "60%"}`` budgets the latency on ``device``
+    (``"cpu"`` with ``threads`` threads, default torch's, or ``"cuda"``) at the batch size of
+    ``example_inputs``, as predicted by a measured table (built and cached on first use;
+    pass a prebuilt ``latency_model=`` from :func:`~.latency_model.build_latency_model` to
+    reuse one). ``Strategy(round_to="auto")`` needs the same table (built likewise).
+    ``fit.latency_model`` keeps it and ``fit.predicted_latency_ms`` is its prediction.
     """
     start = time.perf_counter()
     if not isinstance(strategy, Strategy):
@@ -117,6 +133,10 @@ def fit_to_budget(
     mac_probe = _Probe(p, strategy, lambda sel: p.predict_macs(sel, counter), selections)
     probes = {"macs": mac_probe, "params": _Probe(p, strategy, lambda sel: params.predict(p.widths(sel)), selections)}
     bases = {"macs": p.base_count(counter), "params": params.base}
+    lat = _latency_model(p, strategy, specs, latency_model, device, threads)
+    if lat is not None:
+        probes["latency"] = _Probe(p, strategy, lambda sel: lat.predict_us(p.widths(sel)), selections)
+        bases["latency"] = lat.predict_us({})
     cons = [_constraint(kind, spec, bases[kind], probes[kind], (down, up)) for kind, spec in specs.items()]
     _check_reachable(cons, strategy)
     binding = _solve(cons, probes)
@@ -145,8 +165,27 @@ def fit_to_budget(
         counts=counted.counts,
         predicted_params=probes["params"](ratio),
         constraints=cons,
+        latency_model=lat,
         _pruned=counted.best,
     )
+
+
+def _latency_model(p: PrunePlan, strategy: Strategy, specs: Mapping[str, Any], given: Any, device: str,
+                   threads: int | None):
+    """The latency model a fit needs (a latency constraint or ``round_to="auto"``), else None;
+    for ``"auto"`` the plan's per-group multiples are set from it."""
+    auto = strategy.round_to == "auto"
+    if "latency" not in specs and not auto and given is None:
+        return None
+    from .latency_model import LatencyModel, build_latency_model
+
+    if given is not None and not isinstance(given, LatencyModel):
+        raise ToolkitError(f"latency_model must be a LatencyModel (build_latency_model), got {type(given).__name__}")
+    lat = given if given is not None and (given.steps or not auto) else build_latency_model(
+        p, device, threads, auto_round=auto)
+    if auto:
+        p.auto_round_to = lat.round_multiples(p)
+    return lat
 
 
 def _macs_at(binding: Constraint, counted: _Counts, model_name: str) -> tuple[float, int]:

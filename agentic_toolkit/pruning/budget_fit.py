@@ -66,6 +66,7 @@ class BudgetFit:
     counts: list[tuple[float, int, int]] = field(default_factory=list, repr=False, compare=False)
     predicted_params: int | None = None
     constraints: list[Constraint] = field(default_factory=list, repr=False, compare=False)
+    latency_model: Any = field(default=None, repr=False, compare=False)
     _pruned: PruneResult | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -90,6 +91,13 @@ class BudgetFit:
         if c is None:
             return 100.0 * (self.predicted_macs - self.target_macs) / self.target_macs
         return c.error_pct
+
+    @property
+    def predicted_latency_ms(self) -> float | None:
+        """Latency (ms) of the pruned model predicted by the fit's latency model (None without one)."""
+        if self.latency_model is None or self.plan is None or self.selection is None:
+            return None
+        return self.latency_model.predict(self.plan.widths(self.selection))
 
     @property
     def reachable(self) -> tuple[int, int]:
@@ -133,6 +141,7 @@ class BudgetFit:
             "counts": [[float(r), int(p), int(c)] for r, p, c in self.counts],
             "binding": self.binding,
             "constraints": {c.kind: c.to_dict() for c in self.constraints},
+            "predicted_latency_ms": self.predicted_latency_ms,
         }
 
     def summary(self) -> str:

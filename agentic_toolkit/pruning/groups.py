@@ -42,6 +42,7 @@ from torch.autograd.graph import saved_tensors_hooks
 from .model_utils import GraphTimeout, check_time, graph_time_limit, time_limit
 from .traversal import (
     GroupDiverged,
+    guarded_index_mapping,
     index_bound,
     pruning_group,
     refresh_index_mapping,
@@ -124,7 +125,12 @@ def build_graph(model: nn.Module, example_inputs, ignored_params: list[nn.Parame
     try:
         for p in frozen:
             p.requires_grad_(True)
-        with torch.enable_grad(), warnings.catch_warnings(), saved_tensors_hooks(_placeholder, _unpack):
+        with (
+            torch.enable_grad(),
+            warnings.catch_warnings(),
+            saved_tensors_hooks(_placeholder, _unpack),
+            guarded_index_mapping(),  # build_dependency updates the index mappings
+        ):
             warnings.simplefilter("ignore")  # unwrapped-parameter notices: expected for ViT tokens
             return tp.DependencyGraph().build_dependency(
                 model, example_inputs=example_inputs, verbose=False, ignored_params=list(ignored_params or [])

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ToolkitError
 from . import scopes as _scopes
 from .criteria import get_importance
 from .groups import ChannelGroup
@@ -147,13 +148,26 @@ class RankingMixin:
                     if c:
                         out[sc.group_ids[local]] = int(c)
         if strategy.round_to:
-            self._round(sel, strategy.round_to, mlr)
+            self._round(sel, self._round_multiples(strategy.round_to), mlr)
         return sel
 
-    def _round(self, sel: Selection, rt: int, mlr: float) -> None:
-        """Round kept units down to a multiple of ``rt`` (up when that would cut more than
-        ``max_layer_ratio`` allows); groups smaller than ``rt`` are left as they are."""
+    def _round_multiples(self, rt: int | str) -> int | dict[int, int]:
+        """``rt``, or for ``"auto"`` the per-group multiples set by ``fit_to_budget``."""
+        if rt != "auto":
+            return rt
+        multiples = getattr(self, "auto_round_to", None)
+        if multiples is None:
+            raise ToolkitError('round_to="auto" needs per-layer multiples measured on the device: use '
+                               "fit_to_budget(..., device=...) (it measures them), or set plan.auto_round_to = "
+                               "build_latency_model(plan, auto_round=True).round_multiples(plan)")
+        return multiples
+
+    def _round(self, sel: Selection, multiples: int | dict[int, int], mlr: float) -> None:
+        """Round kept units down to a multiple of ``rt`` (an int, or per group index: a dict,
+        1 for groups it lacks), up when that would cut more than ``max_layer_ratio`` allows;
+        groups smaller than ``rt`` are left as they are."""
         for i, removed in list(sel.removed_units.items()):
+            rt = multiples if isinstance(multiples, int) else multiples.get(i, 1)
             n = self.groups[i].units
             if n < rt:
                 continue

@@ -46,7 +46,7 @@ class Strategy:
     pruning_ratio: float = 0.3
     isomorphic: bool = True
     global_pruning: bool = True
-    round_to: int | None = None
+    round_to: int | str | None = None  # an integer, or "auto": per-group multiples measured on the device
     multipliers: dict[str, float] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
     max_layer_ratio: float = 0.9
@@ -133,9 +133,9 @@ class Strategy:
                 "isomorphic": {"type": "boolean", "description": "Rank channels only within groups of identical structure."},
                 "global_pruning": {"type": "boolean", "description": "Rank channels globally (True) or per layer (False)."},
                 "round_to": {
-                    "type": ["integer", "null"],
-                    "minimum": 1,
-                    "description": "Keep channel counts multiples of this (hardware friendly).",
+                    "anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}, {"const": "auto"}],
+                    "description": "Keep channel counts multiples of this (hardware friendly); \"auto\": "
+                    "per-layer multiples chosen from latency measured on the device.",
                 },
                 "multipliers": {
                     "type": "object",
@@ -177,8 +177,8 @@ def _field_problems(d: dict[str, Any]) -> list[str]:
         if not isinstance(d.get(name), bool):
             errors.append(f"{name} must be true or false; got {d.get(name)!r}")
     rt = d.get("round_to")
-    if rt is not None and (not isinstance(rt, int) or isinstance(rt, bool) or rt < 1):
-        errors.append(f"round_to must be null or an integer >= 1; got {rt!r}")
+    if rt is not None and rt != "auto" and (not isinstance(rt, int) or isinstance(rt, bool) or rt < 1):
+        errors.append(f"round_to must be null, an integer >= 1 or \"auto\"; got {rt!r}")
     mult = d.get("multipliers")
     lo, hi = MULTIPLIER_RANGE
     if not isinstance(mult, dict):

@@ -18,7 +18,8 @@ things go wrong on real models, and are handled here:
 - Its per-node mapping updates raise on some graphs (ShuffleNetV2's channel shuffle
   divides by a zero width; torchvision Swin-S/B sums a concat of unknown widths), which
   stopped the whole build: guarded (:func:`_guarded`), the node recorded, and groups
-  through it never pruned.
+  through it never pruned. The guard is installed only while our code builds a graph or
+  refreshes its mappings (:func:`guarded_index_mapping`), never at import.
 
 :func:`release_trace` drops the traced autograd graph once the groups are known, so the
 original weights can be freed as soon as pruning replaces them.
@@ -26,7 +27,9 @@ original weights can be freed as soon as pruning replaces them.
 
 from __future__ import annotations
 
+import threading
 import warnings
+from contextlib import contextmanager
 
 import torch.nn as nn
 import torch_pruning as tp
@@ -66,15 +69,58 @@ def _guarded(update):
     return guarded
 
 
-for _name in ("update_concat_index_mapping", "update_split_index_mapping", "update_reshape_index_mapping",
-              "update_unbind_index_mapping", "update_expand_index_mapping", "update_slice_index_mapping"):
-    setattr(tp_index_mapping, _name, _guarded(getattr(tp_index_mapping, _name)))
+_GUARDED_UPDATES = (
+    "update_concat_index_mapping",
+    "update_split_index_mapping",
+    "update_reshape_index_mapping",
+    "update_unbind_index_mapping",
+    "update_expand_index_mapping",
+    "update_slice_index_mapping",
+)
+_guard_lock = threading.RLock()
+_guard_depth = 0
+_guard_originals: dict[str, object] = {}
+
+
+@contextmanager
+def guarded_index_mapping():
+    """Install the guarded per-node updates (:func:`_guarded`) in torch-pruning's
+    ``index_mapping`` module for the duration of the block, and restore its own functions
+    afterwards.
+
+    torch-pruning's ``update_index_mapping`` (called by ``build_dependency``,
+    ``get_pruning_group`` and :func:`refresh_index_mapping`) looks the per-node updates up
+    as globals of that module at call time, so replacing the module attributes takes
+    effect there. Re-entrant and thread-safe: a counter under a ``threading.RLock``
+    installs the guard on the first entry and restores the originals on the last exit, so
+    nested use and worker threads (the budget panel) are safe. While any block is active
+    the guard is still process-wide: other torch-pruning users in the process then see
+    mapping errors recorded (``graph._toolkit_unmapped``) instead of raised. Outside it,
+    importing this package leaves torch-pruning untouched.
+    """
+    global _guard_depth
+    with _guard_lock:
+        if _guard_depth == 0:
+            for name in _GUARDED_UPDATES:
+                original = getattr(tp_index_mapping, name)
+                _guard_originals[name] = original
+                setattr(tp_index_mapping, name, _guarded(original))
+        _guard_depth += 1
+    try:
+        yield
+    finally:
+        with _guard_lock:
+            _guard_depth -= 1
+            if _guard_depth == 0:
+                for name, original in _guard_originals.items():
+                    setattr(tp_index_mapping, name, original)
+                _guard_originals.clear()
 
 
 def refresh_index_mapping(graph: tp.DependencyGraph) -> None:
-    """torch-pruning's index-mapping update (its "maximum recursive depth" notices are
-    expected on deep graphs and silenced)."""
-    with warnings.catch_warnings():
+    """torch-pruning's index-mapping update, guarded (:func:`guarded_index_mapping`; its
+    "maximum recursive depth" notices are expected on deep graphs and silenced)."""
+    with guarded_index_mapping(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Maximum recursive depth")
         tp_index_mapping.update_index_mapping(graph)
 
@@ -93,7 +139,9 @@ def pruning_group(graph: tp.DependencyGraph, module, pruning_fn, idxs, bound: in
     :func:`refresh_index_mapping` once after the graph or the model
     changed), checks :func:`check_time` at every step, and raises :class:`GroupDiverged`
     when one dependency would carry more than ``bound`` indices or the group more items
-    than the graph could hold (torch-pruning would grow the index lists forever).
+    than the graph could hold (torch-pruning would grow the index lists forever). It only
+    applies the mappings already computed, never the per-node updates, so it needs no
+    :func:`guarded_index_mapping`.
     """
     if isinstance(module, tp.ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
         pruning_fn = tp_function.prune_depthwise_conv_out_channels

@@ -15,7 +15,8 @@ to each budget (a fraction of its MACs) by each strategy, every one landed in th
   budget);
 - ``agent_sensitivity``: the same search with the Profiling agent's sensitivity table
   (``AgenticSearch(sensitivity=...)``, the table ``fastnas_sensitivity`` uses, its cost
-  counted): revision 2 is the threshold allocation, the analyst explores from the better one.
+  counted): revisions 2 and 3 are its allocations per MAC saved and by threshold, the analyst
+  explores from the best.
 
 Searches and the sensitivity table score candidates on held-out ``val`` images only. Each
 pruned model is fine-tuned with one recipe for all (KD from the unpruned model, per-step

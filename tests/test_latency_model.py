@@ -1,0 +1,197 @@
+"""The measured latency model (per-layer tables, disk cache, analytic prediction), latency
+budgets in ``fit_to_budget`` and ``Strategy(round_to="auto")``. No timing assertions: the
+tables are measured with few repeats and only the *predicted* latency is checked."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import agentic_toolkit as at
+from agentic_toolkit.benchmarking import latency_table as lt
+from agentic_toolkit.errors import ToolkitError
+from agentic_toolkit.paths import CACHE_ENV
+from agentic_toolkit.pruning.budget import BudgetInfeasibleError
+from agentic_toolkit.pruning.constraints import check_constraints
+from agentic_toolkit.pruning.latency_model import AUTO_MULTIPLES, build_latency_model, envelope
+from agentic_toolkit.pruning.strategy import StrategyError
+
+X32 = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+FEW = {"warmup": 1, "repeats": 2, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, one_thread):
+    """A private cache directory for this module's tables."""
+    mp = pytest.MonkeyPatch()
+    path = tmp_path_factory.mktemp("latency_cache")
+    mp.setenv(CACHE_ENV, str(path))
+    yield path
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def r20(cache):
+    torch.manual_seed(0)
+    model = at.create_model("cifar_resnet20")
+    plan = at.get_plan(model, X32)
+    return model, plan, build_latency_model(plan, "cpu", 1, auto_round=True, **FEW)
+
+
+def _fit(model, plan, lat, strategy=None, **kw):
+    return at.fit_to_budget(model, strategy or at.Strategy(), example_inputs=X32, plan=plan, latency_model=lat,
+                            threads=1, **kw)
+
+
+def test_table_is_cached_and_reread(r20, cache, monkeypatch):
+    model, plan, lat = r20
+    assert lat.measurements > 0 and lat.path.startswith(str(cache)) and lat.key["threads"] == 1
+    calls = []
+    real = lt.measure_grid
+    monkeypatch.setattr(lt, "measure_grid", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = build_latency_model(plan, "cpu", 1, auto_round=True, **FEW)
+    assert calls == [] and again.measurements == 0
+    assert again.predict({}) == pytest.approx(lat.predict({})) == pytest.approx(lat.measured_ms)
+    other = build_latency_model(plan, "cpu", 1, cache=False, **FEW)  # cache=False measures anew
+    assert len(calls) > 0 and other.measurements > 0
+
+
+def test_predictions_are_monotone_in_width(r20):
+    _, plan, lat = r20
+    for layer in lat.layers:
+        assert np.all(np.diff(layer.ms, axis=0) >= 0) and np.all(np.diff(layer.ms, axis=1) >= 0)
+    preds = [lat.predict(plan.widths(plan.select(at.Strategy(), r))) for r in np.linspace(0, 0.9, 19)]
+    assert all(b <= a + 1e-12 for a, b in zip(preds, preds[1:], strict=False))
+    assert preds[-1] < preds[0]
+    bumpy = np.array([[1.0, 3.0, 2.0], [0.5, 2.5, 4.0]])
+    assert envelope(bumpy).tolist() == [[1.0, 3.0, 3.0], [1.0, 3.0, 4.0]]
+
+
+@pytest.mark.parametrize("spec", ["60%", "80%", "ABS"])
+def test_latency_budget_lands_in_band(r20, spec):
+    model, plan, lat = r20
+    target_ms = 0.7 * lat.base_ms
+    spec = f"{target_ms:.4f}ms" if spec == "ABS" else spec
+    fit = _fit(model, plan, lat, constraints={"latency": spec})
+    c = fit.constraints[0]
+    assert fit.binding == "latency" and fit.within_tolerance and c.in_band
+    assert c.band[0] <= 1000 * fit.predicted_latency_ms <= c.band[1]
+    assert "latency" in fit.summary() and " ms" in fit.summary()
+    assert fit.to_dict()["constraints"]["latency"]["unit"] == "us"
+    pruned = fit.prune()
+    assert pruned.macs == fit.predicted_macs
+
+
+def test_combined_macs_and_latency_meet_both(r20):
+    model, plan, lat = r20
+    for cons in ({"macs": "45%", "latency": "90%"}, {"macs": "90%", "latency": "55%"}):
+        fit = _fit(model, plan, lat, constraints=cons)
+        assert fit.within_tolerance and {c.kind for c in fit.constraints} == {"macs", "latency"}
+        for c in fit.constraints:
+            assert c.met and (c.in_band or not c.binding)
+        assert fit.binding == ("macs" if cons["macs"] == "45%" else "latency")
+
+
+def test_infeasible_latency_lists_ranges(r20):
+    model, plan, lat = r20
+    with pytest.raises(BudgetInfeasibleError) as err:
+        _fit(model, plan, lat, constraints={"latency": "1%", "macs": "50%"})
+    msg = str(err.value)
+    assert "latency target" in msg and "macs target" in msg and msg.count("reachable") == 2 and " ms" in msg
+    assert set(err.value.constraints) == {"latency", "macs"}
+    lo, hi = err.value.constraints["latency"]["reachable"]
+    assert 0 < lo < hi == lat.predict_us({})
+
+
+def test_round_to_auto_multiples_and_mac_band(r20):
+    model, plan, lat = r20
+    fit = _fit(model, plan, lat, strategy=at.Strategy(round_to="auto"), target_macs="50%")
+    multiples = plan.auto_round_to
+    assert multiples and set(multiples.values()) <= set(AUTO_MULTIPLES)
+    assert fit.within_tolerance and fit.strategy.round_to == "auto"
+    for i, m in multiples.items():
+        g = plan.groups[i]
+        kept = g.units - fit.selection.removed_units.get(i, 0)
+        assert m <= max(1, g.units // 4) and (kept % m == 0 or kept == g.units or g.units < m)
+    assert at.Strategy.from_json(fit.strategy.to_json()).round_to == "auto"
+
+
+def test_round_to_auto_needs_a_latency_model(cache):
+    model = at.create_model("cifar_resnet20")
+    with pytest.raises(ToolkitError, match="round_to=\"auto\" needs per-layer multiples"):
+        at.apply_isomorphic_prune(model, at.Strategy(round_to="auto", pruning_ratio=0.3), X32)
+    with pytest.raises(StrategyError, match="round_to must be null, an integer >= 1 or \"auto\""):
+        at.Strategy(round_to="fast")
+
+
+@pytest.mark.parametrize("value,match", [
+    ("12 parsecs", "cannot read '12 parsecs' as a latency"),
+    (-3, "latency must be > 0"),
+    ("-5ms", "latency must be > 0"),
+    ("0ms", "latency must be > 0"),
+    (float("nan"), "finite"),
+    ("0%", "percentage"),
+    (True, "as a latency"),
+])
+def test_bad_latency_values(value, match):
+    with pytest.raises(ToolkitError, match=match):
+        check_constraints(None, {"latency": value})
+
+
+def test_bad_device_and_threads(r20):
+    model, plan, _ = r20
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ToolkitError, match="threads must be an integer >= 1"):
+            at.fit_to_budget(model, at.Strategy(), example_inputs=X32, plan=plan, constraints={"latency": "60%"},
+                             threads=0)
+        with pytest.raises(ToolkitError, match="'cpu' or 'cuda'"):
+            at.fit_to_budget(model, at.Strategy(), example_inputs=X32, plan=plan, constraints={"latency": "60%"},
+                             device="meta")
+        with pytest.raises(ToolkitError, match="latency_model must be a LatencyModel"):
+            at.fit_to_budget(model, at.Strategy(), example_inputs=X32, plan=plan, constraints={"latency": "60%"},
+                             latency_model="fast")
+
+
+def test_grid_and_grouped_layers():
+    assert lt.width_grid(64, 8) == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert lt.width_grid(3, 8) == [1, 2, 3]
+    assert all(w % 4 == 0 for w in lt.width_grid(96, 8, 4))
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, groups=4, padding=1), torch.nn.Conv2d(16, 16, 3, groups=16))
+    keys = {("0", True), ("0", False), ("1", True)}
+    specs = lt.layer_specs(model, ["0", "1"], torch.randn(2, 8, 10, 10), keys)
+    grouped, depthwise = specs
+    assert not grouped.depthwise and depthwise.depthwise and depthwise.in_key is None
+    assert grouped.in_shape == (2, 8, 10, 10) and grouped.calls == 1
+    for cin in grouped.grid(4)[0]:
+        for cout in grouped.grid(4)[1]:
+            layer, x = lt.build_layer(grouped, cin, cout, torch.device("cpu"))
+            assert layer(x).shape[1] == cout and layer.groups == 4
+    layer, x = lt.build_layer(depthwise, 16, 8, torch.device("cpu"))
+    assert layer.groups == layer.in_channels == layer.out_channels == 8 and layer(x).shape[1] == 8
+
+
+def test_flat_multiple_picks_the_step():
+    widths = list(range(33, 65))
+    steps = [float((w + 7) // 8) for w in widths]  # latency steps every 8 channels
+    assert lt.flat_multiple(widths, steps, AUTO_MULTIPLES, 0.02) == 8
+    linear = [float(w) for w in widths]
+    assert lt.flat_multiple(widths, linear, AUTO_MULTIPLES, 0.001) == 1
+
+
+def test_prune_cli_latency_budget(cache, capsys):
+    import json
+
+    from agentic_toolkit.cli import main as cli_main
+
+    args = ["prune", "cifar_resnet20", "--constraint", "latency=70%", "--constraint", "macs=80%", "--threads", "1",
+            "--round-to", "auto", "--json"]
+    assert cli_main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["constraints"]) == {"latency", "macs"} and report["within_tolerance"]
+    assert report["strategy"]["round_to"] == "auto" and report["predicted_latency_ms"] > 0
+    assert cli_main(["prune", "cifar_resnet20", "--constraint", "latency=1ms", "--round-to", "big"]) == 2
+    assert "--round-to must be an integer or auto" in capsys.readouterr().err
