@@ -33,6 +33,7 @@ from .pruning import (
     save_pruned,
     strategy_preset,
 )
+from .pruning.latency_model import LatencyModel, build_latency_model
 from .training import FinetuneResult, Recipe, default_evaluator, evaluate, finetune, proxy_accuracy
 from .version import __version__
 
@@ -42,6 +43,7 @@ __all__ = [
     "BudgetFit",
     "BudgetInfeasibleError",
     "FinetuneResult",
+    "LatencyModel",
     "MacProfile",
     "Proposal",
     "PrunePlan",
@@ -52,6 +54,7 @@ __all__ = [
     "__version__",
     "apply_isomorphic_prune",
     "benchmark",
+    "build_latency_model",
     "calibration_batches",
     "cifar10",
     "create_model",

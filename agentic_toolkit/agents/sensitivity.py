@@ -197,7 +197,8 @@ def _to_strategy(alloc: dict[str, float], importance: str) -> Strategy:
 def seed_proposals_for(plan: PrunePlan, table: SensitivityTable, target_macs: int) -> list:
     """The two allocations as search proposals (proposer ``profiling``), for
     :class:`~agentic_toolkit.AgenticSearch` ``(sensitivity=...)``: per MAC saved first, then
-    the threshold allocation."""
+    the threshold allocation (left out when it is the same strategy: a repeated proposal would
+    end the search)."""
     from .analysis import Proposal
 
     def spared(alloc):
@@ -211,8 +212,9 @@ def seed_proposals_for(plan: PrunePlan, table: SensitivityTable, target_macs: in
         f"Profiling agent's sensitivity allocation by threshold: each of {len(thr_alloc)} groups takes the largest "
         f"measured share whose proxy drop is <= {tau:.2f} points; spared: {spared(thr_alloc)}",
     ]
+    seeds = [(eff, whys[0])] + ([(thr, whys[1])] if thr != eff else [])  # one seed when both agree
     return [Proposal(strategy=st, rationale=why, prompt="", raw_reply="", backend="profiling", proposer="profiling")
-            for st, why in zip((eff, thr), whys, strict=True)]
+            for st, why in seeds]
 
 
 def seed_proposals(search, sensitivity) -> tuple[list, SensitivityTable | None]:

@@ -8,8 +8,10 @@ analytic, like the exact MAC model:
 
     latency(widths) = sum over layers of calls x table(in', out')  +  a + b x s(widths)
 
-The table is interpolated bilinearly between grid widths after a monotone envelope (a
-running maximum along both widths), so predictions never rise when a width falls. The
+The table is interpolated bilinearly between grid widths after a monotone envelope (each
+entry replaced by the smallest entry at widths at least as large), so predictions never rise
+when a width falls; timing noise on a shared machine only adds time, so this lower envelope
+also drops isolated slow outliers. The
 rest of the network (norms, activations, attention matmuls, pooling, ...) is ``a + b x s``
 with ``s`` the fraction of layer output elements kept (the activation volume those ops
 read): ``a + b`` is the unpruned model's measured latency minus its layers' table entries
@@ -157,8 +159,10 @@ def _locate(grid: list[int], w: int) -> tuple[int, float]:
 
 
 def envelope(ms: np.ndarray) -> np.ndarray:
-    """Running maximum along both width axes: non-decreasing in each width."""
-    return np.maximum.accumulate(np.maximum.accumulate(np.asarray(ms, dtype=float), axis=0), axis=1)
+    """Lower monotone envelope: each entry becomes the minimum over entries with both widths
+    at least as large (non-decreasing in each width; a slow outlier is dropped)."""
+    flipped = np.asarray(ms, dtype=float)[::-1, ::-1]
+    return np.minimum.accumulate(np.minimum.accumulate(flipped, axis=0), axis=1)[::-1, ::-1].copy()
 
 
 def build_latency_model(
