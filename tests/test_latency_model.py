@@ -151,6 +151,8 @@ def test_bad_device_and_threads(r20):
         with pytest.raises(ToolkitError, match="'cpu' or 'cuda'"):
             at.fit_to_budget(model, at.Strategy(), example_inputs=X32, plan=plan, constraints={"latency": "60%"},
                              device="meta")
+        with pytest.raises(ToolkitError, match="need grid_steps >= 2"):
+            build_latency_model(plan, "cpu", 1, repeats=0)
         with pytest.raises(ToolkitError, match="latency_model must be a LatencyModel"):
             at.fit_to_budget(model, at.Strategy(), example_inputs=X32, plan=plan, constraints={"latency": "60%"},
                              latency_model="fast")

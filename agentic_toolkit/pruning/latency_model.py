@@ -183,10 +183,13 @@ def build_latency_model(
     median of ``repeats`` timings after ``warmup`` runs each. ``auto_round`` also measures
     the step curves :meth:`LatencyModel.round_multiples` needs. ``cache=False`` measures
     anew (and does not write). Shows a tqdm progress bar while measuring when ``progress``.
+    A cached table is reused whatever ``grid_steps``/``repeats`` it was measured with.
     """
     from ..benchmarking.latency import torch_threads
 
     start = time.perf_counter()
+    if not (grid_steps >= 2 and repeats >= 1 and warmup >= 0):
+        raise ToolkitError(f"need grid_steps >= 2, repeats >= 1 and warmup >= 0; got {grid_steps}, {repeats}, {warmup}")
     dev, threads = lt.check_device(device, threads)
     names = [r.name for r in plan.mac_model.rows]
     specs = lt.layer_specs(plan.source, names, plan.example_inputs, plan.prunable_keys)
