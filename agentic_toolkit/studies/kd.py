@@ -40,6 +40,7 @@ from ..training.finetune import finetune
 from ..training.recipe import Recipe
 from .adaptation import ADAPTED_WEIGHTS
 from .machine import StudyResult, machine_info, output_dir
+from .taskqueue import read_records
 
 ARMS = ("ce", "kd")
 INPUT = (1, 3, 32, 32)
@@ -88,13 +89,7 @@ class JsonlCache:
         self.settings = json.loads(json.dumps(settings))
         self.records: dict[str, Any] = {}
         if self.path is not None and self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a crash
-                if isinstance(entry, dict) and entry.get("settings") == self.settings and "key" in entry:
-                    self.records[entry["key"]] = entry.get("record")
+            self.records.update(read_records(self.path, self.settings))
 
     def get(self, key: str) -> Any:
         return self.records.get(key)

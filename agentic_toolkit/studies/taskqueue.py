@@ -33,6 +33,20 @@ class Task:
     estimate_s: float = 0.0
 
 
+def read_records(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """``{key: record}`` of the lines of a JSONL cache whose ``settings`` equal ``settings``
+    (a line cut short by a crash is skipped)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("settings") == settings and "key" in entry:
+            out[entry["key"]] = entry.get("record")
+    return out
+
+
 class ResultStore:
     """Finished records of a study, read from every worker's JSONL file under ``root``."""
 
@@ -48,13 +62,7 @@ class ResultStore:
         if not self.root.is_dir():
             return
         for path in sorted(self.root.glob("*.jsonl")):
-            for line in path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a crash
-                if isinstance(entry, dict) and entry.get("settings") == self.settings and "key" in entry:
-                    self.records[entry["key"]] = entry.get("record")
+            self.records.update(read_records(path, self.settings))
 
     def get(self, key: str) -> Any:
         return self.records.get(key)
