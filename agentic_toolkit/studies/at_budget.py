@@ -16,7 +16,10 @@ to each budget (a fraction of its MACs) by each strategy, every one landed in th
 - ``agent_sensitivity``: the same search with the Profiling agent's sensitivity table
   (``AgenticSearch(sensitivity=...)``, the table ``fastnas_sensitivity`` uses, its cost
   counted): revisions 2 and 3 are its allocations per MAC saved and by threshold, the analyst
-  explores from the best.
+  explores from the best;
+- ``agent_kd_rerank``: ``agent_sensitivity``, then its 3 best candidates re-scored by a short
+  KD fine-tune (100 steps of 64 training images, top-1 on the same val images;
+  :func:`agentic_toolkit.agents.rerank.rerank`), the best of those chosen.
 
 Searches and the sensitivity table score candidates on held-out ``val`` images only. Each
 pruned model is fine-tuned with one recipe for all (KD from the unpruned model, per-step
@@ -61,7 +64,7 @@ from .taskqueue import ResultStore, Task
 
 INPUT = (1, 3, 32, 32)
 BASELINES = ("uniform_l1", "global_magnitude", "isomorphic_taylor")
-SEARCHED = ("fastnas_sensitivity", "agent", "agent_sensitivity")
+SEARCHED = ("fastnas_sensitivity", "agent", "agent_sensitivity", "agent_kd_rerank")
 STRATEGIES = BASELINES + SEARCHED
 ROOT = PROJECT_ROOT / "runs" / "at_budget"
 #: Measured here (1 torch thread, KD from the unpruned ResNet-56): training images per second.
@@ -180,7 +183,8 @@ def _fastnas_task(ctx: Context, budget: float) -> Callable[[ResultStore], dict]:
     return run
 
 
-def _agent_task(ctx: Context, budget: float, sensitivity: bool = False) -> Callable[[ResultStore], dict]:
+def _agent_task(ctx: Context, budget: float, sensitivity: bool = False,
+                rerank_top: int = 0) -> Callable[[ResultStore], dict]:
     def run(store: ResultStore) -> dict:
         from ..agents.backends import AnalystBackend
         from ..agents.search import AgenticSearch
@@ -194,8 +198,17 @@ def _agent_task(ctx: Context, budget: float, sensitivity: bool = False) -> Calla
         )
         res = search.run()
         print(f"agent{'_sensitivity' if sensitivity else ''} @ {budget:g}: {res.summary()}", flush=True)
+        strategy, extra = res.strategy, {}
+        if rerank_top:
+            from ..agents.rerank import rerank
+            from ..training.kd_proxy import kd_proxy
+
+            rr = rerank(search, kd_proxy(ctx.teacher, steps=100, eval_batches=ctx.evaluator.eval_batches),
+                        top=rerank_top)
+            print(f"  {rr.summary()}", flush=True)
+            strategy, extra = rr.strategy, {"rerank": rr.to_dict()}
         spent = time.perf_counter() - t0 + (table.seconds if table else 0.0)
-        return {"strategy": res.strategy.to_dict(), "search_seconds": spent,
+        return {**extra, "strategy": strategy.to_dict(), "search_seconds": spent,
                 "score": res.score, "score_se": res.score_se, "default_score": res.default_score,
                 "revisions": res.revisions, "stop_reason": res.stop_reason}
 
@@ -233,7 +246,7 @@ def search_tasks(ctx: Context) -> list[Task]:
     cfg = ctx.cfg
     groups = 30  # ResNet-56's prunable groups
     out = []
-    if {"fastnas_sensitivity", "agent_sensitivity"} & set(cfg.strategies):
+    if {"fastnas_sensitivity", "agent_sensitivity", "agent_kd_rerank"} & set(cfg.strategies):
         per_eval = 3.0 * (cfg.eval_images + cfg.bn_images) / 1000
         out.append(Task("sensitivity", _sensitivity_task(ctx), estimate_s=groups * 3 * per_eval))
     if "fastnas_sensitivity" in cfg.strategies:
@@ -244,6 +257,9 @@ def search_tasks(ctx: Context) -> list[Task]:
     if "agent_sensitivity" in cfg.strategies:
         out += [Task(search_key("agent_sensitivity", b), _agent_task(ctx, b, True), deps=("sensitivity",),
                      estimate_s=300) for b in cfg.budgets]
+    if "agent_kd_rerank" in cfg.strategies:
+        out += [Task(search_key("agent_kd_rerank", b), _agent_task(ctx, b, True, rerank_top=3),
+                     deps=("sensitivity",), estimate_s=450) for b in cfg.budgets]
     return out
 
 

@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-ORDER = ("uniform_l1", "global_magnitude", "isomorphic_taylor", "fastnas_sensitivity", "agent")
+ORDER = ("uniform_l1", "global_magnitude", "isomorphic_taylor", "fastnas_sensitivity", "agent", "agent_sensitivity",
+         "agent_kd_rerank")
 
 
 def plot_accuracy_at_budget(cells: pd.DataFrame, baseline_top1: float | None = None):
