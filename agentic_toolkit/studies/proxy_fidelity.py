@@ -1,8 +1,9 @@
 """Which cheap score ranks pruning candidates like fine-tuning does? The proxy fidelity study.
 
-Twelve strategies spanning importance (L1, L2, Taylor, LAMP, random) x grouping (uniform,
-global, isomorphic) x per-scope multipliers are landed on each budget of the adapted
-ResNet-56 (:mod:`.at_budget`'s context). For each landed candidate the study measures the
+Thirteen strategies spanning importance (L1, L2, Taylor, LAMP, random) x grouping (uniform,
+global, isomorphic) x per-scope and per-group multipliers -- the accuracy study's baselines,
+its searched strategies (FastNAS-style, the agent's) and six fixed extras -- are landed on each
+budget of the adapted ResNet-56 (:mod:`.at_budget`'s context). For each landed candidate the study measures the
 candidate proxies, all on held-out ``val`` images:
 
 - ``bn_top1_512``: BatchNorm statistics re-estimated on 512 images, top-1 on 512 others;
@@ -35,22 +36,21 @@ from ..pruning.strategy import Strategy
 from ..training.evaluation import evaluate
 from ..training.finetune import finetune
 from ..training.recipe import Recipe
-from .at_budget import BASELINES, Context, cell_estimate, cell_key, cell_tasks
+from .at_budget import BASELINES, SEARCHED, Context, cell_estimate, cell_key, cell_tasks, search_key
 from .taskqueue import ResultStore, Task
 
-#: Strategies besides the accuracy study's baselines (which are shared with it).
+#: Fixed strategies besides the accuracy study's baselines (whose cells are shared with it).
 EXTRAS = {
     "isomorphic_l2": Strategy(),
     "uniform_l2": Strategy(isomorphic=False, global_pruning=False),
-    "uniform_taylor": Strategy(importance="taylor", isomorphic=False, global_pruning=False),
     "global_taylor": Strategy(importance="taylor", isomorphic=False, global_pruning=True),
     "isomorphic_lamp": Strategy(importance="lamp"),
     "uniform_random": Strategy(importance="random", isomorphic=False, global_pruning=False),
     "iso_l2_residual_x0.5": Strategy(multipliers={"residual": 0.5}),
-    "iso_l2_stage1_x0.5": Strategy(multipliers={"stage1": 0.5}),
-    "iso_l2_stage3_x0.5": Strategy(multipliers={"stage3": 0.5}),
 }
-FIDELITY_STRATEGIES = BASELINES + tuple(EXTRAS)
+#: Twelve-plus candidates: the baselines, the searched strategies (per-group and per-scope
+#: shapes the agent actually compares; their cells are shared too) and the extras above.
+FIDELITY_STRATEGIES = BASELINES + SEARCHED + tuple(EXTRAS)
 PROXIES = ("bn_top1_512", "bn_top1_2048", "bn_neg_loss_2048", "bn_neg_kl_2048", "kd_top1_k50")
 KD_BATCH = 64  # the short-KD proxy's batch; its steps are Config.kd_proxy_steps (50)
 
@@ -106,10 +106,13 @@ def _kd_proxy(ctx: Context, model: torch.nn.Module) -> float:
 
 
 def tasks(ctx: Context) -> list[Task]:
-    """Seed-0 cells of the extra strategies, then every candidate's proxies."""
-    out = cell_tasks(ctx, FIDELITY_STRATEGIES, (0,))
-    out += [Task(proxies_key(b, n), _proxies_task(ctx, b, n), estimate_s=60)
-            for b in ctx.cfg.budgets for n in FIDELITY_STRATEGIES]
+    """Per budget: every candidate's proxies and the seed-0 cells of the extra strategies."""
+    out = []
+    for b in ctx.cfg.budgets:
+        out += [Task(proxies_key(b, n), _proxies_task(ctx, b, n), estimate_s=60,
+                     deps=(search_key(n, b),) if n in SEARCHED else ()) for n in FIDELITY_STRATEGIES]
+        cells = cell_tasks(ctx, FIDELITY_STRATEGIES, (0,))
+        out += [t for t in cells if t.key.startswith(f"cell/{b:g}/")]
     return out
 
 
