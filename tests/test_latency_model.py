@@ -214,10 +214,14 @@ def test_flat_multiple_picks_the_step():
     assert lt.flat_multiple(widths, linear, AUTO_MULTIPLES, 0.001) == 1
 
 
-def test_prune_cli_latency_budget(cache, capsys):
+def test_prune_cli_latency_budget(cache, capsys, monkeypatch):
     import json
 
     from agentic_toolkit.cli import main as cli_main
+    from agentic_toolkit.pruning import latency_model as lm
+
+    monkeypatch.setattr(lt, "median_ms", lambda fn, timer, warmup, repeats: _layer_macs_ms(fn))
+    monkeypatch.setattr(lm, "_measure_whole", _fake_whole)  # the deterministic clock (module docstring)
 
     args = ["prune", "cifar_resnet20", "--constraint", "latency=70%", "--constraint", "macs=80%", "--threads", "1",
             "--round-to", "auto", "--json"]

@@ -86,12 +86,13 @@ class Config:
     max_revisions: int | None = None  # None: the search's default budget
     weights: str = str(ADAPTED_WEIGHTS)
     kd_proxy_steps: int = 50  # the fidelity study's short-KD proxy
+    rerank_steps: int = 100  # agent_kd_rerank's KD proxy
 
 
     @classmethod
     def quick(cls) -> Config:
         return cls(budgets=(0.5,), seeds=(0,), train_images=256, eval_images=128, bn_images=128, test_limit=500,
-                   max_revisions=3, kd_proxy_steps=4)
+                   max_revisions=3, kd_proxy_steps=4, rerank_steps=4)
 
     def settings(self) -> dict[str, Any]:
         """What decides the results (cache key of every record)."""
@@ -99,7 +100,7 @@ class Config:
         d["recipe"] = self.recipe.to_dict()
         w = Path(self.weights)
         d["weights"] = sha256_file(w) if w.is_file() else "pretrained"
-        for k in ("budgets", "seeds", "strategies", "kd_proxy_steps"):
+        for k in ("budgets", "seeds", "strategies", "kd_proxy_steps", "rerank_steps"):
             d.pop(k)  # growing the study must not invalidate finished cells (proxy records say their steps)
         return d
 
@@ -203,10 +204,11 @@ def _agent_task(ctx: Context, budget: float, sensitivity: bool = False,
             from ..agents.rerank import rerank
             from ..training.kd_proxy import kd_proxy
 
-            rr = rerank(search, kd_proxy(ctx.teacher, steps=100, eval_batches=ctx.evaluator.eval_batches),
+            steps = ctx.cfg.rerank_steps
+            rr = rerank(search, kd_proxy(ctx.teacher, steps=steps, eval_batches=ctx.evaluator.eval_batches),
                         top=rerank_top)
             print(f"  {rr.summary()}", flush=True)
-            strategy, extra = rr.strategy, {"rerank": rr.to_dict()}
+            strategy, extra = rr.strategy, {"rerank": rr.to_dict(), "rerank_steps": steps}
         spent = time.perf_counter() - t0 + (table.seconds if table else 0.0)
         return {**extra, "strategy": strategy.to_dict(), "search_seconds": spent,
                 "score": res.score, "score_se": res.score_se, "default_score": res.default_score,
