@@ -140,3 +140,19 @@ def test_efficiency_allocation_meets_the_target_exactly(r20_calibrated, small_pr
     assert _alloc_macs(plan, {**alloc, least[0]: 0.0}) > _alloc_macs(plan, alloc) or least[1] == 0.0
     with pytest.raises(ToolkitError, match="evaluator"):
         at.AgenticSearch(model, target, x, plan=plan, sensitivity=True, progress=False)
+
+
+def test_readme_result_table_is_generated_from_the_committed_csv():
+    from pathlib import Path
+
+    from agentic_toolkit.studies import at_budget_run as R
+
+    root = Path(__file__).resolve().parent.parent
+    cells = pd.read_csv(root / "data" / "05_accuracy_at_budget.csv")
+    assert cells.groupby(["budget", "strategy"])["seed"].nunique().min() >= 3
+    assert {"uniform_l1", "global_magnitude", "isomorphic_taylor", "fastnas_sensitivity", "agent"} <= set(
+        cells["strategy"])
+    block = R.readme_block(R.summary_frame(cells), cells)
+    start, end = R.README_MARKERS
+    readme = (root / "README.md").read_text()
+    assert readme.split(start, 1)[1].split(end, 1)[0].strip() == block.strip()
