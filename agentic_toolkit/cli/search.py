@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'true' (CIFAR ResNets: offline weights) or a local checkpoint path")
     parser.add_argument("--proxy-batches", type=int, default=0,
                         help="score in-band candidates with the default evaluator on N batches of 128 held-out CIFAR-10 val images "
-                             "(BatchNorm re-estimated on up to 1,024 others; 16 = at.default_evaluator()); CIFAR models")
+                             "(BatchNorm re-estimated on up to 1,024 others; 4 = at.default_evaluator()); CIFAR models")
     parser.add_argument("--log", default=None, help="history JSONL path (flushed every revision)")
     parser.add_argument("--resume", action="store_true", help="continue the search recorded in --log")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --log instead of resuming")
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
         # selection data is the held-out val split (shuffled, seeded), never test
         n = 128 * args.proxy_batches
-        evaluator = default_evaluator(eval_images=n, bn_images=min(n, 1024))
+        evaluator = default_evaluator(eval_images=n, bn_images=min(n, 1024))  # 4 batches: the default
     calibration = None
     if args.importance and get_importance(args.importance).needs_gradients and args.model.startswith("cifar_"):
         from ..data import calibration_batches
