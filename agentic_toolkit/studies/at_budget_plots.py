@@ -40,20 +40,23 @@ def plot_accuracy_at_budget(cells: pd.DataFrame, baseline_top1: float | None = N
 def plot_proxy_fidelity(table: pd.DataFrame, candidates: pd.DataFrame, proxy: str):
     """Left: each proxy's Spearman rho with its 95% interval per budget, against its cost.
     Right: ``proxy`` against the fine-tuned test top-1, one dot per strategy and budget."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for budget, d in table.groupby("budget"):
-        a.errorbar(d["seconds_per_candidate"], d["spearman"],
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.4))
+    proxies = list(dict.fromkeys(table["proxy"]))
+    for k, (budget, d) in enumerate(table.groupby("budget")):
+        d = d.set_index("proxy").loc[proxies].reset_index()
+        a.errorbar(d.index + (k - 0.5) * 0.18, d["spearman"],
                    yerr=[d["spearman"] - d["ci_low"], d["ci_high"] - d["spearman"]], fmt="o", capsize=3,
                    label=f"{budget:.0%} MACs")
-        for r in d.itertuples():
-            a.annotate(r.proxy, (r.seconds_per_candidate, r.spearman), fontsize=7, xytext=(4, 2),
-                       textcoords="offset points")
+    cost = table.groupby("proxy")["seconds_per_candidate"].mean()
+    a.set_xticks(range(len(proxies)))
+    a.set_xticklabels([f"{p}\n{cost[p]:.1f} s" for p in proxies], rotation=25, ha="right", fontsize=8)
     a.axhline(0.8, color="grey", ls="--", lw=0.8)
-    a.set_xscale("log")
-    a.set_xlabel("seconds per candidate (1 thread)")
-    a.set_ylabel("Spearman rho with fine-tuned test top-1")
+    a.set_xlabel("proxy (seconds per candidate, 1 thread)")
+    a.set_ylabel("Spearman rho with fine-tuned test top-1\n(bootstrap 95% interval)")
     a.legend(fontsize=8)
-    sns.scatterplot(data=candidates, x=proxy, y="test_top1", hue="budget", style="budget", ax=b, s=50)
+    shown = candidates.assign(budget=candidates["budget"].map(lambda v: f"{v:.0%} MACs"))
+    sns.scatterplot(data=shown, x=proxy, y="test_top1", hue="budget", style="budget", ax=b, s=50,
+                    palette="deep")
     b.set_xlabel(f"{proxy} (val)")
     b.set_ylabel("top-1 after fine-tuning (JPEG test, %)")
     fig.tight_layout()
