@@ -6,7 +6,9 @@
 
 Writes ``data/05_accuracy_at_budget.csv`` (one row per budget, strategy, seed),
 ``data/05_accuracy_at_budget_summary.csv`` (mean, std, paired difference to the agent, search
-seconds), ``data/proxy_fidelity.csv`` and ``data/proxy_fidelity_candidates.csv``.
+seconds), ``data/05_sensitivity_table.csv`` (the per-group sensitivity the FastNAS-style
+baseline and the sensitivity agents share), ``data/proxy_fidelity.csv`` and
+``data/proxy_fidelity_candidates.csv``.
 """
 
 from __future__ import annotations
@@ -142,6 +144,9 @@ def write_reports(store: ResultStore, cfg: A.Config, out_dir: Path, accuracy: bo
     store.refresh()
     lines = []
     cells = cells_frame(store, cfg)
+    if accuracy and store.get("sensitivity"):
+        table = pd.DataFrame(store.get("sensitivity")["rows"])  # the Profiling agent's measurement
+        write_table(table, out_dir / "05_sensitivity_table.csv")
     if accuracy and len(cells):
         write_table(annotate(cells), out_dir / "05_accuracy_at_budget.csv")
         summ = summary_frame(cells)
