@@ -9,7 +9,12 @@ Claude, OpenAI-compatible), ``prompts/`` (the packaged prompt templates).
 
 from .analysis import Proposal, propose_strategy
 from .master import run_agentic_pruning
+from .rerank import RerankResult, rerank
 from .result import SearchResult
 from .search import AgenticSearch
+from .sensitivity import SensitivityTable, measure_sensitivity, sensitivity_search
 
-__all__ = ["AgenticSearch", "Proposal", "SearchResult", "propose_strategy", "run_agentic_pruning"]
+__all__ = [
+    "AgenticSearch", "Proposal", "RerankResult", "SearchResult", "SensitivityTable", "measure_sensitivity",
+    "propose_strategy", "rerank", "run_agentic_pruning", "sensitivity_search",
+]
