@@ -55,7 +55,7 @@ from ..paths import PROJECT_ROOT
 from ..pruning.apply import get_plan
 from ..pruning.budget import fit_to_budget
 from ..pruning.strategy import Strategy, strategy_preset
-from ..training.evaluation import default_evaluator, evaluate, proxy_accuracy
+from ..training.evaluation import default_evaluator, evaluate
 from ..training.finetune import finetune
 from ..training.recipe import Recipe
 from .adaptation import ADAPTED_WEIGHTS
@@ -130,7 +130,7 @@ class Context:
     @cached_property
     def small_evaluator(self):
         """The proxy on 512 val images (BatchNorm re-estimated on 512 others)."""
-        return proxy_accuracy(cifar10("val", batch_size=128, shuffle=True, seed=0), batches=4, bn_batches=4)
+        return default_evaluator(eval_images=512, bn_images=512)
 
     @cached_property
     def test(self):

@@ -22,7 +22,6 @@ candidate. The cells are shared with :mod:`.at_budget` (same store, same setting
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 
@@ -34,9 +33,8 @@ import torch.nn.functional as F
 from ..data import cifar10
 from ..pruning.strategy import Strategy
 from ..training.evaluation import evaluate
-from ..training.finetune import finetune
-from ..training.recipe import Recipe
-from .at_budget import BASELINES, SEARCHED, Context, cell_estimate, cell_key, cell_tasks, search_key
+from ..training.kd_proxy import KDProxy
+from .at_budget import BASELINES, SEARCHED, Context, cell_key, cell_tasks, search_key, search_tasks
 from .taskqueue import ResultStore, Task
 
 #: Fixed strategies besides the accuracy study's baselines (whose cells are shared with it).
@@ -98,16 +96,16 @@ def _proxies_task(ctx: Context, budget: float, name: str) -> Callable[[ResultSto
 
 
 def _kd_proxy(ctx: Context, model: torch.nn.Module) -> float:
-    student = copy.deepcopy(model).train()
+    # the loader (not a list) is iterated inside the fine-tune, after its seeding: the
+    # augmentation of the committed study's proxy
     train = cifar10("train", batch_size=KD_BATCH, limit=ctx.cfg.kd_proxy_steps * KD_BATCH, seed=0)
-    finetune(student, train, None, Recipe.preset("cifar", epochs=1), teacher=ctx.teacher, amp=False, seed=0,
-             progress=False)
-    return evaluate(student, ctx.evaluator.eval_batches)["top1"]
+    return KDProxy(ctx.teacher, train, ctx.evaluator.eval_batches, seed=0)(model)
 
 
 def tasks(ctx: Context) -> list[Task]:
-    """Per budget: every candidate's proxies and the seed-0 cells of the extra strategies."""
-    out = []
+    """The searches the searched candidates need, then per budget: every candidate's proxies
+    and the seed-0 cells of the extra strategies."""
+    out = search_tasks(ctx)
     for b in ctx.cfg.budgets:
         out += [Task(proxies_key(b, n), _proxies_task(ctx, b, n), estimate_s=60,
                      deps=(search_key(n, b),) if n in SEARCHED else ()) for n in FIDELITY_STRATEGIES]
@@ -167,4 +165,4 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-__all__ = ["EXTRAS", "FIDELITY_STRATEGIES", "PROXIES", "cell_estimate", "default_proxy", "fidelity_table", "tasks"]
+__all__ = ["EXTRAS", "FIDELITY_STRATEGIES", "PROXIES", "default_proxy", "fidelity_table", "tasks"]

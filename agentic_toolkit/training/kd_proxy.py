@@ -11,6 +11,7 @@ agent uses it to re-rank its best few candidates (:func:`agentic_toolkit.agents.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch.nn as nn
@@ -27,7 +28,7 @@ class KDProxy:
     model passed in is never modified."""
 
     teacher: nn.Module
-    train_batches: list[Batch]
+    train_batches: Iterable[Batch]  # a list, or a loader (iterated inside the fine-tune)
     eval_batches: list[Batch]
     recipe: Recipe = field(default_factory=lambda: Recipe.preset("cifar", epochs=1))
     seed: int = 0
