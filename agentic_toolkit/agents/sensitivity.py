@@ -55,6 +55,22 @@ class SensitivityTable:
     def from_dict(cls, d: dict[str, Any]) -> SensitivityTable:
         return cls(pd.DataFrame(d["rows"]), d["unpruned_score"], d["importance"], d["seconds"])
 
+    @classmethod
+    def combine(cls, *tables: SensitivityTable) -> SensitivityTable:
+        """One table from several measured with the same evaluator and importance (e.g. a
+        finer grid of shares added later); the seconds add up."""
+        if not tables or len({t.importance for t in tables}) != 1:
+            raise ToolkitError("combine needs at least one table, all with the same importance")
+        if len({round(t.unpruned_score, 6) for t in tables}) != 1:
+            raise ToolkitError("combine needs tables measured with the same evaluator (unpruned scores differ)")
+        frame = pd.concat([t.frame for t in tables], ignore_index=True)
+        order = {g: i for i, g in enumerate(dict.fromkeys(frame["group"]))}  # the plan's group order
+        frame = frame.drop_duplicates(["group", "fraction"])
+        frame = frame.sort_values(["group", "fraction"], key=lambda c: c.map(order) if c.name == "group" else c,
+                                  kind="stable")
+        return cls(frame.reset_index(drop=True), tables[0].unpruned_score, tables[0].importance,
+                   sum(t.seconds for t in tables))
+
     def summary(self) -> str:
         worst = self.frame.sort_values("drop", ascending=False).head(3)
         most = ", ".join(f"{r.group} x{r.fraction:g}: -{r.drop:.1f}" for r in worst.itertuples())

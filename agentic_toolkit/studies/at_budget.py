@@ -19,7 +19,12 @@ to each budget (a fraction of its MACs) by each strategy, every one landed in th
   explores from the best;
 - ``agent_kd_rerank``: ``agent_sensitivity``, then its 3 best candidates re-scored by a short
   KD fine-tune (100 steps of 64 training images, top-1 on the same val images;
-  :func:`agentic_toolkit.agents.rerank.rerank`), the best of those chosen.
+  :func:`agentic_toolkit.agents.rerank.rerank`), the best of those chosen;
+- ``fastnas_sensitivity_fine`` and ``agent_fine``: the same FastNAS-style baseline and the
+  same re-ranking agent on a finer sensitivity table (7 shares per group: the 3 above plus
+  :data:`FINE_FRACTIONS`, both measurements' cost counted), the agent's re-rank scored on
+  all 5,000 val images (:data:`Config.rerank_val_images`) instead of 2,048. The fine table
+  is given to the baseline too: the agent must win by its search, not by better data.
 
 Searches and the sensitivity table score candidates on held-out ``val`` images only. Each
 pruned model is fine-tuned with one recipe for all (KD from the unpruned model, per-step
@@ -64,7 +69,11 @@ from .taskqueue import ResultStore, Task
 
 INPUT = (1, 3, 32, 32)
 BASELINES = ("uniform_l1", "global_magnitude", "isomorphic_taylor")
-SEARCHED = ("fastnas_sensitivity", "agent", "agent_sensitivity", "agent_kd_rerank")
+SEARCHED = ("fastnas_sensitivity", "agent", "agent_sensitivity", "agent_kd_rerank", "fastnas_sensitivity_fine",
+            "agent_fine")
+#: Shares added to the sensitivity table's (0.25, 0.5, 0.75) for the ``*_fine`` strategies,
+#: measured as two tasks (two workers) of two shares each.
+FINE_FRACTIONS = ((0.125, 0.625), (0.375, 0.875))
 STRATEGIES = BASELINES + SEARCHED
 ROOT = PROJECT_ROOT / "runs" / "at_budget"
 #: Measured here (1 torch thread, KD from the unpruned ResNet-56): training images per second.
@@ -87,12 +96,13 @@ class Config:
     weights: str = str(ADAPTED_WEIGHTS)
     kd_proxy_steps: int = 50  # the fidelity study's short-KD proxy
     rerank_steps: int = 100  # agent_kd_rerank's KD proxy
+    rerank_val_images: int | None = None  # agent_fine's re-rank top-1 on this many val images (None: all)
 
 
     @classmethod
     def quick(cls) -> Config:
         return cls(budgets=(0.5,), seeds=(0,), train_images=256, eval_images=128, bn_images=128, test_limit=500,
-                   max_revisions=3, kd_proxy_steps=4, rerank_steps=4)
+                   max_revisions=3, kd_proxy_steps=4, rerank_steps=4, rerank_val_images=256)
 
     def settings(self) -> dict[str, Any]:
         """What decides the results (cache key of every record)."""
@@ -100,7 +110,7 @@ class Config:
         d["recipe"] = self.recipe.to_dict()
         w = Path(self.weights)
         d["weights"] = sha256_file(w) if w.is_file() else "pretrained"
-        for k in ("budgets", "seeds", "strategies", "kd_proxy_steps", "rerank_steps"):
+        for k in ("budgets", "seeds", "strategies", "kd_proxy_steps", "rerank_steps", "rerank_val_images"):
             d.pop(k)  # growing the study must not invalidate finished cells (proxy records say their steps)
         return d
 
@@ -131,6 +141,11 @@ class Context:
     def small_evaluator(self):
         """The proxy on 512 val images (BatchNorm re-estimated on 512 others)."""
         return default_evaluator(eval_images=512, bn_images=512)
+
+    @cached_property
+    def rerank_batches(self) -> list:
+        """``agent_fine``'s re-rank images: the first ``rerank_val_images`` of val (None: all)."""
+        return list(cifar10("val", batch_size=250, limit=self.cfg.rerank_val_images))
 
     @cached_property
     def test(self):
@@ -172,9 +187,27 @@ def _sensitivity_task(ctx: Context) -> Callable[[ResultStore], dict]:
     return run
 
 
-def _fastnas_task(ctx: Context, budget: float) -> Callable[[ResultStore], dict]:
+def _fine_sensitivity_task(ctx: Context, fractions: tuple[float, ...]) -> Callable[[ResultStore], dict]:
     def run(store: ResultStore) -> dict:
-        table = SensitivityTable.from_dict(store.get("sensitivity"))
+        table = measure_sensitivity(ctx.teacher, ctx.x, ctx.evaluator, plan=ctx.plan, fractions=fractions,
+                                    progress=False)
+        return table.to_dict()
+
+    return run
+
+
+FINE_KEYS = tuple(f"sensitivity_fine/{i}" for i in range(len(FINE_FRACTIONS)))
+
+
+def sensitivity_table(store: ResultStore, fine: bool = False) -> SensitivityTable:
+    """The measured table from ``store``: 3 shares per group, or 7 with ``fine``."""
+    parts = ["sensitivity", *(FINE_KEYS if fine else ())]
+    return SensitivityTable.combine(*(SensitivityTable.from_dict(store.get(k)) for k in parts))
+
+
+def _fastnas_task(ctx: Context, budget: float, fine: bool = False) -> Callable[[ResultStore], dict]:
+    def run(store: ResultStore) -> dict:
+        table = sensitivity_table(store, fine)
         res = sensitivity_search(ctx.teacher, ctx.target(budget), ctx.x, table, plan=ctx.plan)
         score = ctx.evaluator(res.fit.prune().model)
         print(res.summary(), flush=True)
@@ -184,13 +217,13 @@ def _fastnas_task(ctx: Context, budget: float) -> Callable[[ResultStore], dict]:
     return run
 
 
-def _agent_task(ctx: Context, budget: float, sensitivity: bool = False,
-                rerank_top: int = 0) -> Callable[[ResultStore], dict]:
+def _agent_task(ctx: Context, budget: float, sensitivity: bool = False, rerank_top: int = 0,
+                fine: bool = False) -> Callable[[ResultStore], dict]:
     def run(store: ResultStore) -> dict:
         from ..agents.backends import AnalystBackend
         from ..agents.search import AgenticSearch
 
-        table = SensitivityTable.from_dict(store.get("sensitivity")) if sensitivity else None
+        table = sensitivity_table(store, fine) if sensitivity else None
         t0 = time.perf_counter()
         search = AgenticSearch(
             ctx.teacher, ctx.target(budget), ctx.x, evaluator=ctx.evaluator, max_revisions=ctx.cfg.max_revisions,
@@ -205,8 +238,8 @@ def _agent_task(ctx: Context, budget: float, sensitivity: bool = False,
             from ..training.kd_proxy import kd_proxy
 
             steps = ctx.cfg.rerank_steps
-            rr = rerank(search, kd_proxy(ctx.teacher, steps=steps, eval_batches=ctx.evaluator.eval_batches),
-                        top=rerank_top)
+            evals = ctx.rerank_batches if fine else ctx.evaluator.eval_batches
+            rr = rerank(search, kd_proxy(ctx.teacher, steps=steps, eval_batches=evals), top=rerank_top)
             print(f"  {rr.summary()}", flush=True)
             strategy, extra = rr.strategy, {"rerank": rr.to_dict(), "rerank_steps": steps}
         spent = time.perf_counter() - t0 + (table.seconds if table else 0.0)
@@ -248,9 +281,14 @@ def search_tasks(ctx: Context) -> list[Task]:
     cfg = ctx.cfg
     groups = 30  # ResNet-56's prunable groups
     out = []
-    if {"fastnas_sensitivity", "agent_sensitivity", "agent_kd_rerank"} & set(cfg.strategies):
-        per_eval = 3.0 * (cfg.eval_images + cfg.bn_images) / 1000
+    per_eval = 3.0 * (cfg.eval_images + cfg.bn_images) / 1000
+    fine = {"fastnas_sensitivity_fine", "agent_fine"} & set(cfg.strategies)
+    if {"fastnas_sensitivity", "agent_sensitivity", "agent_kd_rerank"} & set(cfg.strategies) or fine:
         out.append(Task("sensitivity", _sensitivity_task(ctx), estimate_s=groups * 3 * per_eval))
+    if fine:
+        out += [Task(k, _fine_sensitivity_task(ctx, f), estimate_s=groups * len(f) * per_eval)
+                for k, f in zip(FINE_KEYS, FINE_FRACTIONS, strict=True)]
+    fine_deps = ("sensitivity", *FINE_KEYS)
     if "fastnas_sensitivity" in cfg.strategies:
         out += [Task(search_key("fastnas_sensitivity", b), _fastnas_task(ctx, b), deps=("sensitivity",),
                      estimate_s=20) for b in cfg.budgets]
@@ -262,6 +300,12 @@ def search_tasks(ctx: Context) -> list[Task]:
     if "agent_kd_rerank" in cfg.strategies:
         out += [Task(search_key("agent_kd_rerank", b), _agent_task(ctx, b, True, rerank_top=3),
                      deps=("sensitivity",), estimate_s=450) for b in cfg.budgets]
+    if "fastnas_sensitivity_fine" in cfg.strategies:
+        out += [Task(search_key("fastnas_sensitivity_fine", b), _fastnas_task(ctx, b, fine=True), deps=fine_deps,
+                     estimate_s=20) for b in cfg.budgets]
+    if "agent_fine" in cfg.strategies:
+        out += [Task(search_key("agent_fine", b), _agent_task(ctx, b, True, rerank_top=3, fine=True),
+                     deps=fine_deps, estimate_s=500) for b in cfg.budgets]
     return out
 
 

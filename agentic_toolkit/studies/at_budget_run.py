@@ -29,7 +29,7 @@ from . import proxy_fidelity as P
 from .machine import annotate, machine_line, output_dir, write_table
 from .taskqueue import ResultStore, estimate, run_tasks
 
-AGENTS = ("agent", "agent_sensitivity", "agent_kd_rerank")
+AGENTS = ("agent", "agent_sensitivity", "agent_kd_rerank", "agent_fine")
 
 
 def all_tasks(ctx: A.Context, accuracy: bool = True, fidelity: bool = True) -> list:
