@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from latency_fakes import fake_latency_model, fake_whole, layer_macs_ms
 
 import agentic_toolkit as at
 from agentic_toolkit.benchmarking import latency_table as lt
@@ -36,39 +37,12 @@ def cache(tmp_path_factory, one_thread):
     mp.undo()
 
 
-def _layer_macs_ms(fn) -> float:
-    """Deterministic "timing" of a layer call: its MACs / 1e6 (the layer is in the lambda's
-    defaults or closure, as ``latency_table.measure_grid`` builds them)."""
-    cells = list(fn.__defaults__ or ()) + [c.cell_contents for c in (fn.__closure__ or ())]
-    layer = next(c for c in cells if isinstance(c, torch.nn.Module))
-    out = fn()
-    return out.numel() * layer.weight[0].numel() / 1e6
-
-
-def _fake_whole(plan, dev, warmup, repeats):
-    from agentic_toolkit.pruning.latency_model import CALIBRATION_RATIO
-
-    half = at.Strategy(isomorphic=False, global_pruning=False, pruning_ratio=CALIBRATION_RATIO)
-    sel = plan.select(half)
-    widths = {f"{k[0]}|{int(k[1])}": int(v) for k, v in plan.widths(sel).items()}
-    return {"base_ms": plan.base_macs / 1e6 + 0.5, "half_ms": plan.predict_macs(sel) / 1e6 + 0.3,
-            "half_widths": widths}
-
-
 @pytest.fixture(scope="module")
 def r20(cache):
-    from agentic_toolkit.pruning import latency_model as lm
-
     torch.manual_seed(0)
     model = at.create_model("cifar_resnet20")
     plan = at.get_plan(model, X32)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(lt, "median_ms", lambda fn, timer, warmup, repeats: _layer_macs_ms(fn))
-    mp.setattr(lm, "_measure_whole", _fake_whole)
-    try:
-        return model, plan, build_latency_model(plan, "cpu", 1, auto_round=True, **FEW)  # cached privately
-    finally:
-        mp.undo()
+    return model, plan, fake_latency_model(plan, auto_round=True)  # cached privately
 
 
 def _fit(model, plan, lat, strategy=None, **kw):
@@ -220,8 +194,8 @@ def test_prune_cli_latency_budget(cache, capsys, monkeypatch):
     from agentic_toolkit.cli import main as cli_main
     from agentic_toolkit.pruning import latency_model as lm
 
-    monkeypatch.setattr(lt, "median_ms", lambda fn, timer, warmup, repeats: _layer_macs_ms(fn))
-    monkeypatch.setattr(lm, "_measure_whole", _fake_whole)  # the deterministic clock (module docstring)
+    monkeypatch.setattr(lt, "median_ms", lambda fn, timer, warmup, repeats: layer_macs_ms(fn))
+    monkeypatch.setattr(lm, "_measure_whole", fake_whole)  # the deterministic clock (module docstring)
 
     args = ["prune", "cifar_resnet20", "--constraint", "latency=70%", "--constraint", "macs=80%", "--threads", "1",
             "--round-to", "auto", "--json"]

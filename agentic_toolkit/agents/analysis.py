@@ -188,6 +188,8 @@ def build_context(
     max_revisions: int = 5,
     solve_budget: bool = False,
     base_strategy: Strategy | None = None,
+    constraints: dict | None = None,
+    latency: dict | None = None,
 ) -> ProposalContext:
     """Validate the inputs of :func:`propose_strategy` into a :class:`ProposalContext`."""
     target = parse_macs(target_macs)
@@ -210,6 +212,8 @@ def build_context(
         max_revisions=int(max_revisions),
         solve_budget=bool(solve_budget),
         base_strategy=base_strategy or Strategy(),
+        constraints=dict(constraints or {}),
+        latency=dict(latency) if latency else None,
     )
 
 
@@ -335,6 +339,8 @@ def propose_strategy(
     solve_budget: bool = False,
     base_strategy: Strategy | None = None,
     system: str | Path | None = None,
+    constraints: dict | None = None,
+    latency: dict | None = None,
 ) -> Proposal:
     """Ask the Analysis agent (``backend``) for the next strategy.
 
@@ -347,10 +353,14 @@ def propose_strategy(
     system prompt; a backend whose ``request`` takes no ``system=``, e.g. a plain callable,
     refuses one with :class:`ToolkitError`). The rendered prompt is always recorded in the
     :class:`Proposal`, also for the offline backends; the system text a model got too.
+    ``constraints`` (budgets besides the MAC target) and ``latency`` (the device's latency
+    summary, :func:`~agentic_toolkit.agents.latency_view.latency_info`) fill the prompt's
+    ``$constraints`` and ``$latency_profile``.
     """
     ctx = build_context(
         profile, scopes, history, target_macs, tolerance, base_macs=base_macs, revision=revision,
         max_revisions=max_revisions, solve_budget=solve_budget, base_strategy=base_strategy,
+        constraints=constraints, latency=latency,
     )
     engine = make_backend(backend)
     fields = prompt_fields(ctx)

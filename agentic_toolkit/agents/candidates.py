@@ -92,6 +92,7 @@ def prune_candidate(search, strategy: Strategy) -> Candidate:
         fit = fit_to_budget(
             search.model, strategy, search.target_macs, search.example_inputs, tolerance=search.tolerance,
             calibration=search.calibration, plan=search.plan, counter=getattr(search, "counter", "macs"),
+            **getattr(search, "fit_kwargs", {}),
         )
     keys = candidate_keys(search.plan, fit.strategy, fit.selection)
     dup = duplicate_of(search.records, keys)
@@ -131,6 +132,9 @@ def measure_candidate(search, record: dict, strategy: Strategy) -> nn.Module | N
     record["params"] = int(result.params) if getattr(result, "params", None) is not None else None
     record["error_pct"] = round(100.0 * (macs - target) / target, 6)
     record["in_band"] = bool(search.band[0] <= macs <= search.band[1])
+    cons = (cand.budget or {}).get("constraints")
+    if cons:  # other budgets too: in band when every budget is met (MACs may end below their band)
+        record["in_band"] = all(c["met"] for c in cons.values())
     if not (record["in_band"] and search.evaluator is not None):
         return result.model
     record["score"], scored = score_model(search.evaluator, result.model)
@@ -195,8 +199,16 @@ def rebuild_candidate(search, record: dict) -> nn.Module:
 
 
 def budget_info(fit) -> dict:
-    """What the budget solver found, for the revision record."""
+    """What the budget solver found, for the revision record (with every budget's target and
+    achieved count when there are budgets besides MACs, and the predicted latency)."""
     info = {}
+    cons = getattr(fit, "constraints", None) or []
+    if any(c.kind != "macs" for c in cons):
+        info["constraints"] = {c.kind: c.to_dict() for c in cons}
+        info["binding"] = fit.binding
+    lat = getattr(fit, "predicted_latency_ms", None)
+    if lat is not None:
+        info["predicted_latency_ms"] = round(float(lat), 4)
     for key in ("predicted_macs", "within_tolerance", "min_macs"):
         val = getattr(fit, key, None)
         if val is not None:
@@ -236,6 +248,7 @@ def search_header(search, model_name: str) -> dict:
         "evaluator": evaluator_identity(search.evaluator),
         "calibration_sha256": calibration_fingerprint(getattr(search.plan, "calibration", None)),
         "templates": templates, "system_prompt": system,
+        "constraints": getattr(search, "constraints", None) or None, "latency": getattr(search, "latency", None),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
@@ -248,11 +261,35 @@ def _system_text(search) -> str | None:
     return default() if search.engine.is_llm and callable(default) else None
 
 
+def held_model(search, best: dict | None) -> tuple[nn.Module | None, float | None]:
+    """``(model as scored, score)`` of a search's best revision: held since it ran, or rebuilt.
+
+    A revision finished in an earlier session is rebuilt (pruning is deterministic for a
+    strategy) and, when it was scored, scored again, which also gives the evaluator's
+    copy (e.g. re-estimated BatchNorm statistics); a score that differs from the logged
+    one is warned about, and the result reports the new one (``evaluator(model) == score``).
+    """
+    if best is None:
+        return None, None
+    if search._held is None or search._held[0] != best["revision"]:
+        model, score = rebuild_candidate(search, best), best.get("score")
+        if score is not None and search.evaluator is not None:
+            score, model = score_model(search.evaluator, model)
+            if score != best["score"]:
+                warnings.warn(
+                    f"re-scoring revision {best['revision']} gave {score!r}, the log says {best['score']!r} "
+                    "(a nondeterministic evaluator?); the result reports the new score", stacklevel=3,
+                )
+        search._held = (best["revision"], model, score)
+    return search._held[1], search._held[2]
+
+
 __all__ = [
     "Candidate",
     "budget_info",
     "candidate_keys",
     "duplicate_of",
+    "held_model",
     "measure_candidate",
     "prune_candidate",
     "rebuild_candidate",

@@ -18,7 +18,7 @@ from .history import HistoryLog
 RESUME_KEYS = (
     "version", "target_macs", "tolerance", "solve_budget", "max_revisions", "patience", "base_macs",
     "weights_sha256", "base_strategy", "backend_name", "backend", "evaluator", "calibration_sha256",
-    "templates",
+    "templates", "constraints",
 )
 #: Backend settings that may change between sessions without changing what is proposed
 #: (a resumed search may reach the same model through another endpoint, wait longer...).

@@ -25,7 +25,8 @@ def run_agentic_pruning(model: nn.Module, target_macs: int | float | str, exampl
     keywords (``tolerance``, ``max_revisions``, ``backend``, ``evaluator``, ``calibration``,
     ``solve_budget``, ``log_path``, ``resume``, ``base_strategy``, ``prompt``,
     ``repair_prompt``, ``system``, ``patience``, ``model_name``, ``progress``, ``plan``,
-    ``on_revision``, ``counter``), see :class:`~agentic_toolkit.agents.search.AgenticSearch`. Bad input
+    ``on_revision``, ``counter``, ``sensitivity``, ``constraints``, ``device``, ``threads``,
+    ``latency_model``), see :class:`~agentic_toolkit.agents.search.AgenticSearch`. Bad input
     raises :class:`~agentic_toolkit.errors.ToolkitError` before any work is done. Returns the
     :class:`SearchResult` holding the best pruned model.
     """

@@ -119,15 +119,24 @@ class Move:
         return f"{self.kind} {self.target} (was {was})"
 
 
-def scope_moves(scope: str, trials: list[Trial], incumbent: int | None, order: int) -> list[Move]:
-    """The moves of one scope, from its trials (oldest first) and the incumbent's revision."""
+def scope_moves(scope: str, trials: list[Trial], incumbent: int | None, order: int,
+                slow: bool = False) -> list[Move]:
+    """The moves of one scope, from its trials (oldest first) and the incumbent's revision.
+
+    A never-moved scope is probed by protecting it first, unless ``slow`` (its MACs are slow
+    on the device under a latency budget): releasing it first then frees latency for fewer
+    MACs (:mod:`.latency_view`)."""
     local = [t for t in trials if t.step.parent == incumbent]
     bad = {_direction(t.factor) for t in local if t.step.outcome in ("worse", "failed")}
     flat = {_direction(t.factor) for t in local if t.step.outcome == "noise"}
     slopes = [t.step.delta / math.log(t.factor) for t in trials if t.step.delta is not None]
     slope = sum(slopes) / len(slopes) if slopes else 0.0
     moves = []
-    if not trials:
+    if not trials and slow:
+        moves.append(Move(2, 0.0, order, "scope", scope, 1.25,
+                          "never moved; its MACs are slow on this device: probe by releasing it"))
+        moves.append(Move(3, 0.0, 2 * order, "scope", scope, 0.5, "never moved: probe by protecting it"))
+    elif not trials:
         moves.append(Move(2, 0.0, 2 * order, "scope", scope, 0.5, "never moved: probe by protecting it"))
         moves.append(Move(3, 0.0, order, "scope", scope, 1.25, "never moved: probe by releasing it"))
     else:

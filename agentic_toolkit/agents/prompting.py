@@ -20,6 +20,7 @@ from ..pruning.strategy import Strategy
 from ..units import format_macs
 from .backends import ProposalContext
 from .backends.base import PROMPT_DIR
+from .latency_view import constraints_text, latency_profile_text
 
 ROLES = ("analysis", "repair", "system")
 #: The fields a language model must give (a reply without them gets the repair request).
@@ -87,8 +88,11 @@ def scopes_table(scopes) -> str:
     if scopes is None or len(scopes) == 0:
         return "(no named scopes: only the global pruning_ratio applies; leave multipliers empty)"
     df = scopes.copy()
-    if "mac_share" in df:
-        df["mac_share"] = [f"{100 * float(v):.1f}%" for v in df["mac_share"]]
+    for col in ("mac_share", "latency_share"):
+        if col in df:
+            df[col] = [f"{100 * float(v):.1f}%" for v in df[col]]
+    if "latency_per_mac" in df:
+        df["latency_per_mac"] = [f"x{float(v):.2f}" for v in df["latency_per_mac"]]
     return df.to_string(index=False)
 
 
@@ -162,6 +166,8 @@ def prompt_fields(ctx: ProposalContext) -> dict[str, Any]:
         "scopes": scopes_table(ctx.scopes),
         "scope_names": ", ".join(ctx.scope_names()) or "(none)",
         "history": history_table(ctx.history),
+        "constraints": constraints_text(ctx.constraints),
+        "latency_profile": latency_profile_text(ctx.scopes, ctx.latency),
         "strategy_schema": json.dumps(reply_schema()),
         "base_strategy": ctx.base_strategy.to_json(),
     }

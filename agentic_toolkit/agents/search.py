@@ -11,7 +11,6 @@ exactly where it stopped: finished revisions are read back, never redone.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from ..units import format_macs
 from .analysis import check_system, propose_strategy
 from .backends import Backend, make_backend
 from .backends.analyst import EXHAUSTED
-from .candidates import measure_candidate, rebuild_candidate, revision_budget, search_header
+from .candidates import held_model, measure_candidate, revision_budget, search_header
 from .checks import check_resume, model_name_of, validate_inputs
 from .decisions import (
     best_record,
@@ -37,7 +36,7 @@ from .decisions import (
 )
 from .exploration import DEFAULT_EVAL_IMAGES
 from .history import HistoryLog, MemoryLog, history_frame
-from .identity import score_model
+from .latency_view import prepare_constraints
 from .prompting import check_templates
 from .result import SearchResult
 from .sensitivity import seed_proposals
@@ -90,6 +89,13 @@ class AgenticSearch:
     measure each channel group's score drop with the evaluator first; revisions 2 and 3 are then
     its two allocations for the target (per MAC saved, and by threshold as FastNAS does; see
     :mod:`~agentic_toolkit.agents.sensitivity`), and the analyst explores from the best so far.
+    ``constraints`` budgets parameters and/or latency besides the MAC target (as
+    :func:`~agentic_toolkit.fit_to_budget`'s, e.g. ``{"latency": "60%", "params": "15M"}``,
+    latency on ``device`` with ``threads``; ``latency_model=`` reuses a measured table): every
+    candidate is solved to meet all of them, and it counts as in band when all are met (the
+    binding one in its band, the others at or below; MACs may then end below the MAC band).
+    With a latency table the prompt's scope table shows each scope's latency share and
+    latency per MAC (:mod:`~agentic_toolkit.agents.latency_view`).
     """
 
     def __init__(
@@ -117,6 +123,10 @@ class AgenticSearch:
         on_revision: Callable[[dict], None] | None = None,
         counter: str = "macs",
         sensitivity=None,
+        constraints: dict | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        latency_model=None,
     ):
         self.target_macs, self.tolerance = validate_inputs(
             target_macs, tolerance, max_revisions, patience, evaluator, model, example_inputs
@@ -137,6 +147,7 @@ class AgenticSearch:
         secrets = self.engine.secrets()
         self.log = HistoryLog(log_path, secrets, resume=resume) if log_path else MemoryLog(secrets)
         self._prepare(plan)
+        prepare_constraints(self, constraints, device, threads, latency_model)
         self.seeds, self.sensitivity = seed_proposals(self, sensitivity)
         #: How ``max_revisions`` and ``patience`` were chosen (the header's ``revision_budget``).
         self.budget_choice = revision_budget(self, max_revisions, patience)
@@ -278,6 +289,7 @@ class AgenticSearch:
         common = dict(
             base_macs=self.base_macs, revision=revision, max_revisions=self.max_revisions,
             solve_budget=self.solve_budget, base_strategy=self.base_strategy, prompt=self.prompt,
+            constraints=self.constraints, latency=self.latency,
         )
         args = (self.profile, self.scopes, self.records, self.target_macs, self.tolerance)
         use = "analyst" if self.takeover else self.engine
@@ -347,32 +359,10 @@ class AgenticSearch:
         return "continue"
 
     # --- the result -------------------------------------------------------------------------------
-    def _best_model(self, best: dict | None) -> tuple[nn.Module | None, float | None]:
-        """``(model as scored, score)`` of the best revision: held since it ran, or rebuilt.
-
-        A revision finished in an earlier session is rebuilt (pruning is deterministic for a
-        strategy) and, when it was scored, scored again, which also gives the evaluator's
-        copy (e.g. re-estimated BatchNorm statistics); a score that differs from the logged
-        one is warned about, and the result reports the new one (``evaluator(model) == score``).
-        """
-        if best is None:
-            return None, None
-        if self._held is None or self._held[0] != best["revision"]:
-            model, score = rebuild_candidate(self, best), best.get("score")
-            if score is not None and self.evaluator is not None:
-                score, model = score_model(self.evaluator, model)
-                if score != best["score"]:
-                    warnings.warn(
-                        f"re-scoring revision {best['revision']} gave {score!r}, the log says {best['score']!r} "
-                        "(a nondeterministic evaluator?); the result reports the new score", stacklevel=3,
-                    )
-            self._held = (best["revision"], model, score)
-        return self._held[1], self._held[2]
-
     def _build_result(self) -> SearchResult:
         revs = self.records
         best = self._best()
-        model, score = self._best_model(best)
+        model, score = held_model(self, best)
         return SearchResult(
             converged=bool(best is not None and best.get("in_band")),
             model=model,

@@ -1,4 +1,9 @@
-"""``agentic-toolkit search MODEL --target-macs 4.16G --backend analyst [--counter C] [--log run.jsonl] [--json]``.
+"""``agentic-toolkit search MODEL --target-macs 4.16G --backend analyst [--constraint latency=60%] [--counter C] [--log run.jsonl] [--json]``.
+
+``--constraint KIND=VALUE`` (repeatable: ``params=15M``, ``latency=60%``, ``latency=12ms``)
+adds budgets besides the MAC target; every candidate is solved to meet all of them, latency
+on ``--device`` with ``--threads`` at the example input's batch size (a table measured once
+and cached), and the agent sees where the latency is.
 
 ``--counter torch_pruning`` meets the band in ``torch_pruning.utils.count_ops_and_params``'s
 count (the AgenticPruner paper's) instead of the default conv/linear/matmul MACs; the
@@ -18,6 +23,10 @@ from ..errors import ToolkitError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model name: cifar_resnet20/32/44/56 or any timm model")
     parser.add_argument("--target-macs", required=True, help="MAC budget, e.g. 4.16G or 450M")
+    parser.add_argument("--constraint", action="append", default=[], metavar="KIND=VALUE",
+                        help="another budget, repeatable: params=15M, params=60%%, latency=12ms, latency=60%%")
+    parser.add_argument("--device", default="cpu", help="device a latency budget is measured on: cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads of the latency measurement")
     parser.add_argument("--backend", default="analyst", help="analyst (default, offline), grid, anthropic or openai")
     parser.add_argument("--llm-model", default=None, help="model name for anthropic/openai (default: the backend's)")
     parser.add_argument("--base-url", default=None, help="endpoint for anthropic/openai (default: the env variable)")
@@ -76,11 +85,16 @@ def _backend(args):
 def run(args: argparse.Namespace) -> int:
     from ..agents.master import run_agentic_pruning
     from ..models import create_model
+    from ..pruning.constraints import check_constraints, parse_constraint_args
     from ..pruning.criteria import get_importance
     from ..pruning.strategy import Strategy
     from ..units import parse_macs
 
     target = parse_macs(args.target_macs)  # bad input fails before anything is built
+    constraints = parse_constraint_args(args.constraint)
+    if "macs" in constraints:
+        raise ToolkitError("give the MAC budget as --target-macs, not --constraint macs=...")
+    check_constraints(target, constraints)
     backend = _backend(args)
     if args.resume and args.force:
         raise ToolkitError("--resume and --force exclude each other")
@@ -128,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model,
         progress=not args.json and sys.stderr.isatty(),
         counter=args.counter,
+        constraints=constraints or None,
+        device=args.device,
+        threads=args.threads,
     )
     if args.json:
         print(json.dumps({"model": args.model, **result.to_dict()}, indent=2))
@@ -137,6 +154,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"MACs counted in the {args.counter} convention (count_ops_and_params, per sample)")
         if result.strategy is not None:
             print(f"strategy: {result.strategy.to_json()}")
+        best = next((r for r in result.records if r.get("revision") == result.best_revision), {})
+        budgets = (best.get("budget") or {}).get("constraints") if constraints else None
+        for kind, c in (budgets or {}).items():
+            print(f"{kind}: target {c['target']}, achieved {c['achieved']} ({c['error_pct']:+.2f}%)"
+                  f"{' binding' if c['binding'] else ''}{'' if c['met'] else ' NOT met'}"
+                  + (" [us]" if kind == "latency" else ""))
         if args.log:
             print(f"history: {args.log}")
     return 0 if result.converged else 1

@@ -108,6 +108,20 @@ class LatencyModel:
             rows.append({"layer": layer.spec.name, "in": cin, "out": cout, "ms": ms, "ms_per_channel": ms / cout})
         return pd.DataFrame(rows).sort_values("ms", ascending=False, ignore_index=True)
 
+    def layer_ms(self) -> dict[str, float]:
+        """Predicted ms of every timed layer of the unpruned model (all its calls)."""
+        return {layer.spec.name: layer.spec.calls * _bilinear(layer, *self._widths(layer.spec, {}))
+                for layer in self.layers}
+
+    def scope_shares(self, plan) -> dict[str, float]:
+        """Per scope of ``plan`` (:meth:`~.plan.PrunePlan.describe`'s names): the share of the
+        unpruned layers' predicted latency (the table's convolutions and linears, as MAC shares
+        count the layers' MACs) spent in the layers whose width the scope changes."""
+        full = self.layer_ms()
+        total = sum(full.values())
+        return {scope: sum(full.get(n, 0.0) for n in names) / total if total > 0 else 0.0
+                for scope, names in plan.scope_layers().items()}
+
     def round_multiples(self, plan, candidates: tuple[int, ...] = AUTO_MULTIPLES) -> dict[int, int]:
         """Per prunable group (index): the channel multiple ``round_to="auto"`` keeps, chosen
         from the groups' summed step curves (:func:`~.latency_table.flat_multiple`), at most a

@@ -190,14 +190,21 @@ class PrunePlan(RankingMixin, CuttingMixin):
         """Per-group multiplier keys (``"group:<root layer>"``) of the prunable groups."""
         return {_scopes.group_scope(g): g for g in self.groups if g.prunable}
 
-    def describe(self) -> pd.DataFrame:
-        """Scope table (see :func:`agentic_toolkit.describe_scopes`)."""
-        rows_of_group = {}
+    def _rows_of_group(self) -> dict[int, set[str]]:
+        out = {}
         for g in self.groups:
             keys = {(m.name, m.is_out) for m in g.members}
-            rows_of_group[g.index] = {r.name for r in self.mac_model.rows if keys.intersection(r.keys)}
+            out[g.index] = {r.name for r in self.mac_model.rows if keys.intersection(r.keys)}
+        return out
+
+    def scope_layers(self) -> dict[str, set[str]]:
+        """Per scope (the names :meth:`describe` lists): the MAC-model layers whose width it changes."""
+        return _scopes.scope_layers(self.groups, self._rows_of_group())
+
+    def describe(self) -> pd.DataFrame:
+        """Scope table (see :func:`agentic_toolkit.describe_scopes`)."""
         row_macs = {r.name: r.macs for r in self.mac_model.rows}
-        df = _scopes.scope_table(self.groups, rows_of_group, row_macs, self.base_macs)
+        df = _scopes.scope_table(self.groups, self._rows_of_group(), row_macs, self.base_macs)
         df.attrs["not_prunable"] = self.not_prunable()
         df.attrs["base_macs"] = self.base_macs
         return df

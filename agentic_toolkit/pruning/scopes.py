@@ -236,13 +236,25 @@ def tag_groups(model: nn.Module, groups: Iterable[ChannelGroup]) -> None:
         g.tags = tuple(tags)
 
 
+def scope_layers(groups: list[ChannelGroup], rows_of_group: dict[int, set[str]]) -> dict[str, set[str]]:
+    """Per scope of the prunable groups: the names of the MAC-model layers whose width it changes."""
+    touched: dict[str, set[str]] = defaultdict(set)
+    for g in groups:
+        if not g.prunable:
+            continue
+        for tag in g.tags:
+            touched[tag] |= rows_of_group.get(g.index, set())
+        if g.attention and g.heads_prunable:
+            touched[HEADS_SCOPE] |= rows_of_group.get(g.index, set())
+    return dict(touched)
+
+
 def scope_table(
     groups: list[ChannelGroup], rows_of_group: dict[int, set[str]], row_macs: dict[str, int], total_macs: int
 ) -> pd.DataFrame:
     """One row per scope of the prunable groups: name, kind, channels, groups, mac_share,
     description. A scope's MAC share counts each layer whose width it changes once."""
     rows: dict[str, dict] = {}
-    touched: dict[str, set[str]] = defaultdict(set)
     for g in groups:
         if not g.prunable:
             continue
@@ -252,7 +264,6 @@ def scope_table(
             r["groups"] += 1
             if len(r["examples"]) < 3:
                 r["examples"].append(g.root_name)
-            touched[tag] |= rows_of_group.get(g.index, set())
         if g.attention and g.heads_prunable:
             r = rows.setdefault(
                 HEADS_SCOPE, {"name": HEADS_SCOPE, "kind": "heads", "channels": 0, "groups": 0, "examples": []}
@@ -261,13 +272,13 @@ def scope_table(
             r["groups"] += 1
             if len(r["examples"]) < 3:
                 r["examples"].append(g.attention)
-            touched[HEADS_SCOPE] |= rows_of_group.get(g.index, set())
+    touched = scope_layers(groups, rows_of_group)
     out = []
     for name, r in rows.items():
         desc = _KIND_DESCRIPTIONS.get(name) or _describe(name)
         unit = "heads" if name == HEADS_SCOPE else "channels"
         desc = f"{desc}; {r['groups']} group(s), {r['channels']} {unit}, e.g. {', '.join(r['examples'])}"
-        share = sum(row_macs[n] for n in touched[name]) / total_macs if total_macs else 0.0
+        share = sum(row_macs[n] for n in touched.get(name, ())) / total_macs if total_macs else 0.0
         out.append(
             {
                 "name": name,

@@ -63,6 +63,7 @@ from ..exploration import (
     solved_shape_key,
     structural_moves,
 )
+from ..latency_view import SLOW, slowness
 from .base import PlannerBackend, ProposalContext
 
 P_RANGE = (0.05, 8.0)
@@ -86,6 +87,11 @@ def scope_shares(scopes) -> dict[str, float]:
         if math.isfinite(share) and share > 0:
             shares[str(name)] = share
     return shares
+
+
+def _latency_slowness(ctx: ProposalContext) -> dict[str, float]:
+    """``{scope: latency_per_mac}`` when latency is budgeted and the scope table has it, else {}."""
+    return slowness(ctx.scopes) if "latency" in (ctx.constraints or {}) else {}
 
 
 def scope_kinds(scopes) -> dict[str, str]:
@@ -218,10 +224,13 @@ class AnalystBackend(PlannerBackend):
 
     @staticmethod
     def _scope_order(ctx: ProposalContext, shares: dict, kinds: dict) -> list[str]:
-        """Kind scopes (residual stream, inner widths...) first, then positions, by MAC share;
-        ``heads`` scopes are left alone (a multiplier there switches on head pruning)."""
+        """Kind scopes (residual stream, inner widths...) first, then positions, by MAC share
+        (under a latency budget: slowest MACs first, :func:`_slow_scopes`); ``heads`` scopes
+        are left alone (a multiplier there switches on head pruning)."""
         names = [n for n in ctx.scope_names() if kinds.get(n, "stage") != "heads"]
-        return sorted(names, key=lambda n: (kinds.get(n, "stage") == "stage", -shares.get(n, 0.0), n))
+        slow = _latency_slowness(ctx)
+        return sorted(names, key=lambda n: (kinds.get(n, "stage") == "stage", -slow.get(n, 0.0),
+                                            -shares.get(n, 0.0), n))
 
     def _steps(self, ctx: ProposalContext, records: list[dict]) -> list[Step]:
         steps = replay(records, self.noise_k, self.eval_images, solve_budget=ctx.solve_budget)
@@ -251,9 +260,10 @@ class AnalystBackend(PlannerBackend):
                     trials.append(Trial(*c, s))
         inc_rev = inc.revision if inc else None
         moves = []
+        slow = {n for n, v in _latency_slowness(ctx).items() if v >= SLOW}
         for i, scope in enumerate(self._scope_order(ctx, shares, kinds)):
             mine = [t for t in trials if t.kind == "scope" and t.target == scope]
-            moves += scope_moves(scope, mine, inc_rev, i)
+            moves += scope_moves(scope, mine, inc_rev, i, slow=scope in slow)
         moves += structural_moves(self._options(ctx.base_strategy), inc_shape, trials)
         # with the solver, a shape that only rescales every kind (or stage) scope is the same model
         families = scope_families(ctx.scopes, kinds) if ctx.solve_budget else ([], [])

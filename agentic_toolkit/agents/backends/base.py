@@ -52,7 +52,10 @@ class ProposalContext:
     ``history`` holds the revision records of this search so far (dicts as written to the
     history JSONL, oldest first); ``scopes`` is :func:`agentic_toolkit.describe_scopes`'s
     table (a DataFrame, possibly empty); ``profile`` is a
-    :class:`~agentic_toolkit.profiling.profile.MacProfile` or ``None``.
+    :class:`~agentic_toolkit.profiling.profile.MacProfile` or ``None``. ``constraints``:
+    the budgets besides the MAC target (``{"latency": "60%"}``); ``latency``: the device and
+    unpruned latency when a latency table is known (the scope table then has
+    ``latency_share`` and ``latency_per_mac``; :mod:`~agentic_toolkit.agents.latency_view`).
     """
 
     target_macs: int
@@ -65,6 +68,8 @@ class ProposalContext:
     max_revisions: int = 5
     solve_budget: bool = False
     base_strategy: Strategy = field(default_factory=Strategy)
+    constraints: dict = field(default_factory=dict)
+    latency: dict | None = None
 
     @property
     def band(self) -> tuple[float, float]:
