@@ -125,3 +125,24 @@ def test_search_cli_constraint(r20, capsys, monkeypatch):
     assert code == 0 and out["converged"]
     assert main(["search", "cifar_resnet20", "--target-macs", "36M", "--constraint", "macs=50%"]) == 2
     assert "--target-macs" in capsys.readouterr().err
+
+
+def test_latency_shaped_fit_spends_the_mac_budget_where_macs_are_slow(r20):
+    from agentic_toolkit.pruning.latency_shape import (
+        group_slowness,
+        latency_shaped_fit,
+        tilt_strategy,
+    )
+
+    model, plan, lat = r20
+    slow = group_slowness(plan, lat)
+    stage3 = [k for k in slow if k.startswith("group:layer3")]
+    assert stage3 and min(slow[k] for k in stage3) > 1.5 > max(v for k, v in slow.items() if k not in stage3)
+    assert tilt_strategy(at.Strategy(), slow, 0.0) == at.Strategy()
+    target = int(0.5 * plan.base_macs)
+    shaped = latency_shaped_fit(model, at.Strategy(isomorphic=False), target, X32, lat, plan=plan, threads=1)
+    frame = shaped.to_frame()
+    assert shaped.gamma > 0 and frame["within_tolerance"].all()  # every gamma lands on the same MAC budget
+    flat = frame.loc[frame["gamma"] == 0, "predicted_ms"].iloc[0]
+    assert shaped.fit.predicted_latency_ms < 0.95 * flat  # stage 3 pruned harder: faster at equal MACs
+    assert "gamma" in shaped.summary()

@@ -190,7 +190,8 @@ class PrunePlan(RankingMixin, CuttingMixin):
         """Per-group multiplier keys (``"group:<root layer>"``) of the prunable groups."""
         return {_scopes.group_scope(g): g for g in self.groups if g.prunable}
 
-    def _rows_of_group(self) -> dict[int, set[str]]:
+    def group_layers(self) -> dict[int, set[str]]:
+        """Per group index: the MAC-model layers whose width the group changes."""
         out = {}
         for g in self.groups:
             keys = {(m.name, m.is_out) for m in g.members}
@@ -199,12 +200,12 @@ class PrunePlan(RankingMixin, CuttingMixin):
 
     def scope_layers(self) -> dict[str, set[str]]:
         """Per scope (the names :meth:`describe` lists): the MAC-model layers whose width it changes."""
-        return _scopes.scope_layers(self.groups, self._rows_of_group())
+        return _scopes.scope_layers(self.groups, self.group_layers())
 
     def describe(self) -> pd.DataFrame:
         """Scope table (see :func:`agentic_toolkit.describe_scopes`)."""
         row_macs = {r.name: r.macs for r in self.mac_model.rows}
-        df = _scopes.scope_table(self.groups, self._rows_of_group(), row_macs, self.base_macs)
+        df = _scopes.scope_table(self.groups, self.group_layers(), row_macs, self.base_macs)
         df.attrs["not_prunable"] = self.not_prunable()
         df.attrs["base_macs"] = self.base_macs
         return df
