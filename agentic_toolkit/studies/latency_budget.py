@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from ..benchmarking import benchmark
+from ..errors import ToolkitError
 from ..models import create_model
 from ..pruning import Strategy, fit_to_budget, get_plan
 from ..pruning.latency_fit import refine_latency_fit
@@ -149,27 +150,25 @@ def latency_budget_study(
     models: Sequence[str] = MODELS,
     batch_sizes: Sequence[int] = (1, 16),
     *,
-    targets: Sequence[float] = (50.0, 70.0),
-    mac_pct: float = 50.0,
-    round_to_rows: bool = True,
     threads: int | None = None,
-    warmup: int = 3,
-    repeats: int = 20,
-    table_warmup: int = 2,
-    table_repeats: int = 7,
-    refine: int = 2,
     progress: bool = True,
     verbose: bool = True,
-    mac_target: str | None = None,
-    variants: Sequence[str] = tuple(ROUND_TO),
+    **settings: Any,
 ) -> LatencyBudgetResult:
     """:func:`run_model` for every batch size and model (batch sizes outer), on the CPU with
-    ``threads`` threads (default torch's setting); the rows carry the machine columns."""
+    ``threads`` threads (default torch's setting), with ``settings`` (``run_model``'s keywords:
+    ``targets``, ``mac_pct``, ``refine``, ...); the rows carry the machine columns."""
+    import inspect
+
+    known = set(inspect.signature(run_model).parameters) - {"name", "batch", "threads", "progress", "verbose"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ToolkitError(f"unknown setting(s) {', '.join(unknown)}; run_model takes {', '.join(sorted(known))}")
     threads = threads or torch.get_num_threads()
+    defaults = {k: p.default for k, p in inspect.signature(run_model).parameters.items() if k in known}
+    kw = {**defaults, **settings, "threads": threads}
+    kw["targets"], kw["variants"] = tuple(float(t) for t in kw["targets"]), tuple(kw["variants"])
     start = time.perf_counter()
-    kw = {"targets": tuple(float(t) for t in targets), "mac_pct": float(mac_pct), "round_to_rows": round_to_rows,
-          "threads": threads, "warmup": warmup, "repeats": repeats, "table_warmup": table_warmup,
-          "table_repeats": table_repeats, "refine": refine, "mac_target": mac_target, "variants": tuple(variants)}
     rows = [r for b in batch_sizes for n in models
             for r in run_model(n, b, progress=progress, verbose=verbose, **kw)]
     frame = annotate(pd.DataFrame(rows), threads=threads)
