@@ -22,7 +22,7 @@ the table). Writes data/bench_latency_budget.csv (machine columns via ``studies.
     .venv/bin/python benchmarks/bench_latency_budget.py                 # full run (idle machine)
     .venv/bin/python benchmarks/bench_latency_budget.py --threads 2
     .venv/bin/python benchmarks/bench_latency_budget.py --smoke         # CIFAR ResNet-20, -> data/smoke/
-    .venv/bin/python benchmarks/bench_latency_budget.py --models convnext_small --targets "" --mac-target 8.17G
+    .venv/bin/python benchmarks/bench_latency_budget.py --models convnext_small --targets "" --mac-target 8.17G --merge
 """
 
 from __future__ import annotations
@@ -31,10 +31,31 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from agentic_toolkit.studies.latency_budget import MODELS, latency_budget_study
 from agentic_toolkit.studies.machine import machine_line, output_dir, write_table
+
+KEY = ["model", "batch_size", "experiment", "target_pct", "round_to"]
+
+
+def _keys(df: pd.DataFrame) -> list[tuple]:
+    cols = []
+    for k in KEY:
+        c = df[k]
+        if k == "round_to":
+            c = c.fillna("none").astype(str).replace({"None": "none", "": "none"})
+        elif k == "target_pct":
+            c = c.round(2)
+        cols.append(c)
+    return list(zip(*cols, strict=True))
+
+
+def merge_rows(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``old`` without the rows ``new`` re-measures (same :data:`KEY`), then ``new``."""
+    fresh = set(_keys(new))
+    return pd.concat([old[[k not in fresh for k in _keys(old)]], new], ignore_index=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="none,auto,auto+shape", help="round_to rows: none, auto, auto+shape")
     ap.add_argument("--no-auto", action="store_true", help="skip the round_to rows")
     ap.add_argument("--smoke", action="store_true", help="CIFAR ResNet-20 at batch 1 and 4, few repeats, -> data/smoke/")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of the existing --out CSV that this run does not re-measure (same model, "
+                         "batch size, experiment, target and round_to)")
     ap.add_argument("--out", type=Path, default=None, help="default data/bench_latency_budget.csv (--smoke: data/smoke/)")
     args = ap.parse_args(argv)
     smoke = args.smoke
@@ -73,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         mac_target=args.mac_target,
         variants=args.variants.split(","),
     )
-    out = write_table(study.to_frame(), args.out or output_dir(smoke) / "bench_latency_budget.csv")
+    path = args.out or output_dir(smoke) / "bench_latency_budget.csv"
+    frame = study.to_frame()
+    if args.merge and path.is_file():
+        frame = merge_rows(pd.read_csv(path), frame)
+    out = write_table(frame, path)
     r = study.report
     print(f"{r['within_7pct']}/{r['latency_targets']} latency targets within ±7% of the target speedup; "
           f"{r['seconds']:.0f} s\n{study.summary()}\n{machine_line(r['threads'])}\nwrote {out}")
