@@ -156,3 +156,21 @@ def test_readme_result_table_is_generated_from_the_committed_csv():
     start, end = R.README_MARKERS
     readme = (root / "README.md").read_text()
     assert readme.split(start, 1)[1].split(end, 1)[0].strip() == block.strip()
+
+
+def test_sensitivity_tables_combine_in_the_plans_group_order():
+    from agentic_toolkit.agents.sensitivity import SensitivityTable
+
+    def table(fracs, importance="magnitude_l2", base=90.0, seconds=1.0):
+        rows = [{"group": g, "units": 16, "fraction": f, "score": base - f * i, "drop": f * i}
+                for i, g in enumerate(["group:conv1", "group:layer1.0.conv1", "group:a"]) for f in fracs]
+        return SensitivityTable(pd.DataFrame(rows), base, importance, seconds)
+
+    both = SensitivityTable.combine(table((0.25, 0.5)), table((0.125, 0.5), seconds=2.0))
+    assert list(dict.fromkeys(both.frame["group"])) == ["group:conv1", "group:layer1.0.conv1", "group:a"]
+    assert both.frame.groupby("group")["fraction"].apply(list).to_dict()["group:a"] == [0.125, 0.25, 0.5]
+    assert both.seconds == 3.0 and len(both.frame) == 9  # the shared 0.5 share once
+    with pytest.raises(ToolkitError, match="same importance"):
+        SensitivityTable.combine(table((0.25,)), table((0.5,), importance="taylor"))
+    with pytest.raises(ToolkitError, match="same evaluator"):
+        SensitivityTable.combine(table((0.25,)), table((0.5,), base=80.0))
