@@ -85,7 +85,7 @@ def run_model(
     ``mac_pct`` % of the MACs. ``threads``: CPU threads of the table and the timings
     (default torch's setting); ``warmup``/``repeats``: interleaved timing of each fit;
     ``table_warmup``/``table_repeats``: the latency table's timings (a cached table is reused);
-    ``mac_target`` (e.g. ``"8.17G"``) replaces ``mac_pct``; ``variants``: keys of :data:`ROUND_TO`."""
+    ``mac_target`` (e.g. ``"8.17G"`` per image, times ``batch``) replaces ``mac_pct``; ``variants``: keys of :data:`ROUND_TO`."""
     threads = threads or torch.get_num_threads()
     model, side = _model(name)
     shape = (batch, 3, side, side)
@@ -116,7 +116,7 @@ def run_model(
                   f"{'OK' if row['within_7pct'] else 'MISS'} (MACs {100 * row['mac_fraction']:.0f}%)", flush=True)
     for label in (variants if round_to_rows else ()):
         rt, shaped = ROUND_TO[label]
-        target = mac_target or f"{mac_pct:g}%"
+        target = _mac_target(mac_target, batch) or f"{mac_pct:g}%"
         if shaped:
             fit = latency_shaped_fit(model, Strategy(round_to=rt), target, x, lat, plan=plan, threads=threads).fit
         else:
@@ -177,6 +177,16 @@ def latency_budget_study(
               "within_7pct": int(lat["within_7pct"].sum()) if len(lat) else 0, "latency_targets": len(lat),
               "seconds": round(time.perf_counter() - start, 1)}
     return LatencyBudgetResult(frame, report)
+
+
+def _mac_target(spec: str | None, batch: int) -> str | int | None:
+    """An absolute MAC target is per image (as the paper's 8.17G): times ``batch`` for the
+    batch of the example inputs; a percentage stays as it is."""
+    if spec is None or str(spec).strip().endswith("%"):
+        return spec
+    from ..units import parse_macs
+
+    return parse_macs(spec) * int(batch)
 
 
 def _round_to(value: Any) -> str:
