@@ -23,6 +23,8 @@ the table). Writes data/bench_latency_budget.csv (machine columns via ``studies.
     .venv/bin/python benchmarks/bench_latency_budget.py --threads 2
     .venv/bin/python benchmarks/bench_latency_budget.py --smoke         # CIFAR ResNet-20, -> data/smoke/
     .venv/bin/python benchmarks/bench_latency_budget.py --models convnext_small --targets "" --mac-target 8.17G --merge
+    .venv/bin/python benchmarks/bench_latency_budget.py --models resnet50 --targets "" --onnx \
+        --out data/bench_latency_budget_onnx.csv            # the round_to rows, PyTorch and onnxruntime
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="none,auto,auto+shape", help="round_to rows: none, auto, auto+shape")
     ap.add_argument("--no-auto", action="store_true", help="skip the round_to rows")
     ap.add_argument("--smoke", action="store_true", help="CIFAR ResNet-20 at batch 1 and 4, few repeats, -> data/smoke/")
+    ap.add_argument("--onnx", action="store_true",
+                    help="round_to rows also time onnxruntime (onnx_* columns; write them to their own --out)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of the existing --out CSV that this run does not re-measure (same model, "
                          "batch size, experiment, target and round_to)")
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         refine=args.refine,
         mac_target=args.mac_target,
         variants=args.variants.split(","),
+        onnx=args.onnx,
     )
     path = args.out or output_dir(smoke) / "bench_latency_budget.csv"
     frame = study.to_frame()
