@@ -129,14 +129,15 @@ def test_table_of_the_committed_benchmark():
     mine = table[table["target_kind"] == "macs"]
     assert mine["efficiency"].to_numpy() == pytest.approx(mac["efficiency"].to_numpy(), abs=1e-3)
     r50 = lb.same_fraction(table[(table["model"] == "resnet50") & (table["batch_size"] == 1)], 50.0)
-    assert list(r50["target"]) == ["50% MACs", "50% MACs", "50% latency"]
-    assert r50["mac_fraction"].iloc[2] < 0.3 < r50["mac_fraction"].iloc[0]  # 2x latency needs far fewer MACs
+    assert list(r50["target"]) == ["50% MACs"] * 3 + ["50% latency"]
+    assert r50["mac_fraction"].iloc[3] < 0.3 < r50["mac_fraction"].iloc[0]  # 2x latency needs far fewer MACs
     eff = lb.efficiency_table(table).set_index(["model", "batch_size"])
-    assert len(eff) == len(mac.drop_duplicates(["model", "batch_size"]))
-    assert eff.loc[("resnet50", 1), "gain"] == pytest.approx(0.7416733 / 0.6273974 - 1, abs=1e-3)
+    assert len(eff) == len(mac.drop_duplicates(["model", "batch_size", "target_pct"]))
+    r50_b1 = mac[(mac["model"] == "resnet50") & (mac["batch_size"] == 1)].set_index("round_to")["efficiency"]
+    assert eff.loc[("resnet50", 1), "gain"] == pytest.approx(r50_b1["auto"] / r50_b1["none"] - 1, abs=1e-3)
     assert eff.loc[("resnet50", 1), "efficiency_none"] < eff.loc[("resnet50", 1), "efficiency_auto"]
     text = lb.summarise(raw)
-    assert "11/12 within ±7%" in text and "(2/12 before the measured correction)" in text
+    assert "12/12 within ±7%" in text and "(2/12 before the measured correction)" in text
 
 
 def test_efficiency_table_without_mac_rows(study):
@@ -153,7 +154,9 @@ def test_figure(tmp_path):
 
     points = sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection))
     assert points == int(table[["aim_speedup", "speedup"]].notna().all(axis=1).sum())
-    assert len(bx.patches) == 2 * len(lb.efficiency_table(table))
+    eff = lb.efficiency_table(table)
+    shown = sum(eff[f"efficiency_{rt}"].notna().any() for rt in lb.ROUND_TO)
+    assert len(bx.patches) == shown * len(eff)  # one bar per round_to variant measured, per case
     assert "±7%" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
     fig.savefig(tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 10_000

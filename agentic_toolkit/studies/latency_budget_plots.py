@@ -17,8 +17,9 @@ KINDS = {
 
 
 def _short(model: str) -> str:
-    """``deit_small_patch16_224`` -> ``deit_small`` (tick and legend labels)."""
-    return model.split("_patch")[0]
+    """``deit_small_patch16_224`` -> ``deit-S``, ``convnext_small`` -> ``convnext-S`` (tick and
+    legend labels)."""
+    return model.split("_patch")[0].replace("_small", "-S")
 
 
 def plot_latency_budget(table: pd.DataFrame, title: str | None = None):
@@ -60,7 +61,9 @@ def plot_latency_budget(table: pd.DataFrame, title: str | None = None):
     eff = efficiency_table(table)
     eff = eff.assign(_order=[cases.index((m, b)) for m, b in zip(eff["model"], eff["batch_size"], strict=True)])
     eff = eff.sort_values("_order", ignore_index=True)
-    labels = [f"{_short(m)}\nbatch {b}" for m, b in zip(eff["model"], eff["batch_size"], strict=True)]
+    several = eff["target"].nunique() > 1
+    labels = [f"{_short(m)}\nb{b}" + (f"\n{t.replace(' MACs', '')}" if several else "")
+              for m, b, t in zip(eff["model"], eff["batch_size"], eff["target"], strict=True)]
     pos = np.arange(len(eff))
     names = {"none": "round_to=None", "auto": 'round_to="auto"', "auto+shape": '"auto" + latency-shaped'}
     colours = ("#9aa7b8", "#2f6db3", "#d9822b")
