@@ -86,6 +86,8 @@ def decode_cifar_archive(archive: str | Path) -> dict[str, tuple[torch.Tensor, t
             found[parts[-3]].append((class_index[parts[-2]], parts[-1], arr))
     out = {}
     for split, items in found.items():
+        if not items:  # "val" is carved from "train" (not stored in the archive)
+            continue
         items.sort(key=lambda t: (t[0], t[1]))
         images = torch.from_numpy(np.stack([a for _, _, a in items])).permute(0, 3, 1, 2).contiguous()
         labels = torch.tensor([c for c, _, _ in items], dtype=torch.int64)

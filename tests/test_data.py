@@ -122,3 +122,27 @@ def test_imagenet_holdout_slice(tmp_path):
     assert len(imagenet_folder(tmp_path, "val", **kw).dataset) == 12
     with pytest.raises(ToolkitError, match="holdout"):
         imagenet_folder(tmp_path, "test", **kw)
+
+
+def test_decode_archive_without_a_val_folder(tmp_path):
+    """The shared archive stores train/ and test/ only (val is carved from train): a fresh decode
+    (no cache yet) must not fail on the empty val split."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from agentic_toolkit.data import decode_cifar_archive
+
+    path = tmp_path / "tiny.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for split, cls, name in [("train", "cat", "0000.jpg"), ("train", "airplane", "0001.jpg"),
+                                 ("test", "dog", "0000.jpg")]:
+            buf = io.BytesIO()
+            Image.new("RGB", (32, 32), (10, 20, 30)).save(buf, format="JPEG")
+            info = tarfile.TarInfo(f"{split}/{cls}/{name}")
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    out = decode_cifar_archive(path)
+    assert set(out) == {"train", "test"}
+    assert out["train"][0].shape == (2, 3, 32, 32) and out["train"][1].tolist() == [0, 3]  # airplane, cat
