@@ -1,0 +1,92 @@
+"""Does the agent's latency view help under a latency budget? (``benchmarks/latency_agent.py``)
+
+The adapted CIFAR-10 ResNet-56 (:mod:`.kd`'s teacher) must run at ``latency`` of its unpruned
+latency on this CPU (batch 1). Three arms, every one solved by the budget solver onto the same
+latency budget and scored by the default proxy on held-out ``val`` images:
+
+- ``fit``: the default strategy, ratio solved (no search);
+- ``search_blind``: the agent search (analyst + proxy) with the latency budget, the prompt's
+  scope table *without* the latency columns (the analyst then probes scopes by MAC share);
+- ``search_latency_view``: the same search with the latency view (:mod:`..agents.latency_view`:
+  latency share and latency per MAC per scope; the analyst releases slow scopes first).
+
+Each arm's best candidate is then timed against the unpruned model (interleaved pairs):
+MACs kept, predicted and measured speedup, proxy score and search seconds.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..agents.search import AgenticSearch
+from ..benchmarking import benchmark
+from ..pruning import Strategy, fit_to_budget, get_plan
+from ..pruning.latency_model import build_latency_model
+from ..training.evaluation import default_evaluator
+from .kd import load_teacher
+from .machine import StudyResult, annotate
+
+ARMS = ("fit", "search_blind", "search_latency_view")
+
+
+class LatencyAgentResult(StudyResult):
+    """One row per arm (``frame``) and the settings (``report``)."""
+
+    def summary(self) -> str:
+        return "\n".join(f"{r.arm}: {r.mac_fraction:.1%} of the MACs, proxy {r.score:.2f}, speedup "
+                         f"{r.speedup:.2f}x (predicted {r.predicted_speedup:.2f}x), {r.search_seconds:.0f} s"
+                         for r in self.frame.itertuples())
+
+
+def _search(model, x, plan, lat, evaluator, latency: str, threads: int, revisions: int, view: bool):
+    target = int(0.99 * plan.base_macs)  # MACs are not what binds: the latency budget is
+    search = AgenticSearch(model, target, x, plan=plan, evaluator=evaluator, max_revisions=revisions,
+                           constraints={"latency": latency}, latency_model=lat, threads=threads, progress=False)
+    if not view:  # the ablation: the prompt and the analyst do not see where the latency is
+        search.scopes = search.scopes.drop(columns=["latency_share", "latency_per_mac"])
+    res = search.run()
+    best = next(r for r in res.records if r["revision"] == res.best_revision)
+    return Strategy.from_dict(best["strategy"]), res.score
+
+
+def latency_agent_study(latency: str = "50%", threads: int | None = None, revisions: int = 12,
+                        repeats: int = 20) -> LatencyAgentResult:
+    """Run the three arms (see the module docstring) and time their best candidates."""
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model, weights = load_teacher()
+    model.eval()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = get_plan(model, x)
+        lat = build_latency_model(plan, "cpu", threads, progress=False)
+    evaluator = default_evaluator()
+    rows: list[dict[str, Any]] = []
+    for arm in ARMS:
+        t0 = time.perf_counter()
+        if arm == "fit":
+            strategy, score = Strategy(), None
+        else:
+            strategy, score = _search(model, x, plan, lat, evaluator, latency, threads, revisions,
+                                      view=arm == "search_latency_view")
+        fit = fit_to_budget(model, strategy, example_inputs=x, plan=plan, latency_model=lat, threads=threads,
+                            constraints={"latency": latency})
+        seconds = time.perf_counter() - t0
+        pruned = fit.prune().model
+        score = evaluator(pruned) if score is None else score
+        r = benchmark(pruned, tuple(x.shape), baseline=model, batch_sizes=(1,), threads=threads, repeats=repeats,
+                      measure_memory=False).rows[0]
+        rows.append({"arm": arm, "latency_target": latency, "macs": fit.predicted_macs,
+                     "mac_fraction": fit.predicted_macs / fit.base_macs, "score": score,
+                     "predicted_speedup": lat.base_ms / fit.predicted_latency_ms, "speedup": r["speedup_median"],
+                     "speedup_min": r["speedup_min"], "speedup_max": r["speedup_max"], "search_seconds": seconds,
+                     "strategy_json": fit.strategy.to_json()})
+    frame = annotate(pd.DataFrame(rows), threads=threads)
+    return LatencyAgentResult(frame, {"latency": latency, "threads": threads, "revisions": revisions,
+                                      "weights": weights, "evaluator": "default_evaluator() on val"})

@@ -1,0 +1,32 @@
+"""Does the agent's latency view help under a latency budget? Adapted CIFAR ResNet-56, CPU, batch 1
+(see ``agentic_toolkit.studies.latency_agent``). Writes data/latency_agent.csv.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/latency_agent.py --threads 2     # idle machine, minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agentic_toolkit.studies.latency_agent import latency_agent_study
+from agentic_toolkit.studies.machine import machine_line, output_dir, write_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--latency", default="50%", help="latency budget (default 50%% of the unpruned model's)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--revisions", type=int, default=12, help="revisions per search")
+    ap.add_argument("--repeats", type=int, default=20, help="interleaved timing pairs")
+    ap.add_argument("--smoke", action="store_true", help="3 revisions, 3 pairs, -> data/smoke/")
+    args = ap.parse_args(argv)
+    study = latency_agent_study(args.latency, args.threads, 3 if args.smoke else args.revisions,
+                                3 if args.smoke else args.repeats)
+    out = write_table(study.to_frame(), output_dir(args.smoke) / "latency_agent.csv")
+    print(f"{study.summary()}\n{machine_line(study.report['threads'])}\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
