@@ -15,13 +15,13 @@ from agentic_toolkit.studies.machine import machine_line, output_dir, write_tabl
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--latency", default="50%", help="latency budget (default 50%% of the unpruned model's)")
+    ap.add_argument("--latency", default="80%,65%", help="latency budgets, comma-separated (%% of the unpruned model's)")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--revisions", type=int, default=12, help="revisions per search")
+    ap.add_argument("--revisions", type=int, default=16, help="revisions per search (patience: half)")
     ap.add_argument("--repeats", type=int, default=20, help="interleaved timing pairs")
     ap.add_argument("--smoke", action="store_true", help="3 revisions, 3 pairs, -> data/smoke/")
     args = ap.parse_args(argv)
-    study = latency_agent_study(args.latency, args.threads, 3 if args.smoke else args.revisions,
+    study = latency_agent_study(tuple(args.latency.split(",")), args.threads, 3 if args.smoke else args.revisions,
                                 3 if args.smoke else args.repeats)
     out = write_table(study.to_frame(), output_dir(args.smoke) / "latency_agent.csv")
     print(f"{study.summary()}\n{machine_line(study.report['threads'])}\nwrote {out}")

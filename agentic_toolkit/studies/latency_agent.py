@@ -1,6 +1,6 @@
 """Does the agent's latency view help under a latency budget? (``benchmarks/latency_agent.py``)
 
-The adapted CIFAR-10 ResNet-56 (:mod:`.kd`'s teacher) must run at ``latency`` of its unpruned
+The adapted CIFAR-10 ResNet-56 (:mod:`.kd`'s teacher) must run at each of ``latencies`` of its unpruned
 latency on this CPU (batch 1). Three arms, every one solved by the budget solver onto the same
 latency budget and scored by the default proxy on held-out ``val`` images:
 
@@ -38,7 +38,7 @@ class LatencyAgentResult(StudyResult):
     """One row per arm (``frame``) and the settings (``report``)."""
 
     def summary(self) -> str:
-        return "\n".join(f"{r.arm}: {r.mac_fraction:.1%} of the MACs, proxy {r.score:.2f}, speedup "
+        return "\n".join(f"latency {r.latency_target} {r.arm}: {r.mac_fraction:.1%} of the MACs, proxy {r.score:.2f}, speedup "
                          f"{r.speedup:.2f}x (predicted {r.predicted_speedup:.2f}x), {r.search_seconds:.0f} s"
                          for r in self.frame.itertuples())
 
@@ -46,17 +46,39 @@ class LatencyAgentResult(StudyResult):
 def _search(model, x, plan, lat, evaluator, latency: str, threads: int, revisions: int, view: bool):
     target = int(0.99 * plan.base_macs)  # MACs are not what binds: the latency budget is
     search = AgenticSearch(model, target, x, plan=plan, evaluator=evaluator, max_revisions=revisions,
+                           patience=max(3, revisions // 2),
                            constraints={"latency": latency}, latency_model=lat, threads=threads, progress=False)
     if not view:  # the ablation: the prompt and the analyst do not see where the latency is
         search.scopes = search.scopes.drop(columns=["latency_share", "latency_per_mac"])
     res = search.run()
     best = next(r for r in res.records if r["revision"] == res.best_revision)
-    return Strategy.from_dict(best["strategy"]), res.score
+    return Strategy.from_dict(best["strategy"]), res.score, res.revisions
 
 
-def latency_agent_study(latency: str = "50%", threads: int | None = None, revisions: int = 12,
-                        repeats: int = 20) -> LatencyAgentResult:
-    """Run the three arms (see the module docstring) and time their best candidates."""
+def _arm(arm, model, x, plan, lat, evaluator, latency, threads, revisions, repeats) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    strategy, score, revs = Strategy(), None, 0
+    if arm != "fit":
+        strategy, score, revs = _search(model, x, plan, lat, evaluator, latency, threads, revisions,
+                                        view=arm == "search_latency_view")
+    fit = fit_to_budget(model, strategy, example_inputs=x, plan=plan, latency_model=lat, threads=threads,
+                        constraints={"latency": latency})
+    seconds = time.perf_counter() - t0
+    pruned = fit.prune().model
+    score = evaluator(pruned) if score is None else score
+    r = benchmark(pruned, tuple(x.shape), baseline=model, batch_sizes=(1,), threads=threads, repeats=repeats,
+                  measure_memory=False).rows[0]
+    return {"arm": arm, "latency_target": latency, "macs": fit.predicted_macs,
+            "mac_fraction": fit.predicted_macs / fit.base_macs, "score": score, "revisions": revs,
+            "predicted_speedup": lat.base_ms / fit.predicted_latency_ms, "speedup": r["speedup_median"],
+            "speedup_min": r["speedup_min"], "speedup_max": r["speedup_max"], "search_seconds": seconds,
+            "strategy_json": fit.strategy.to_json()}
+
+
+def latency_agent_study(latencies: tuple[str, ...] = ("80%", "65%"), threads: int | None = None,
+                        revisions: int = 16, repeats: int = 20) -> LatencyAgentResult:
+    """Run the three arms at each latency budget (see the module docstring; each search stops
+    after ``revisions`` or half as many without a kept move) and time their best candidates."""
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     model, weights = load_teacher()
@@ -68,25 +90,9 @@ def latency_agent_study(latency: str = "50%", threads: int | None = None, revisi
         lat = build_latency_model(plan, "cpu", threads, progress=False)
     evaluator = default_evaluator()
     rows: list[dict[str, Any]] = []
-    for arm in ARMS:
-        t0 = time.perf_counter()
-        if arm == "fit":
-            strategy, score = Strategy(), None
-        else:
-            strategy, score = _search(model, x, plan, lat, evaluator, latency, threads, revisions,
-                                      view=arm == "search_latency_view")
-        fit = fit_to_budget(model, strategy, example_inputs=x, plan=plan, latency_model=lat, threads=threads,
-                            constraints={"latency": latency})
-        seconds = time.perf_counter() - t0
-        pruned = fit.prune().model
-        score = evaluator(pruned) if score is None else score
-        r = benchmark(pruned, tuple(x.shape), baseline=model, batch_sizes=(1,), threads=threads, repeats=repeats,
-                      measure_memory=False).rows[0]
-        rows.append({"arm": arm, "latency_target": latency, "macs": fit.predicted_macs,
-                     "mac_fraction": fit.predicted_macs / fit.base_macs, "score": score,
-                     "predicted_speedup": lat.base_ms / fit.predicted_latency_ms, "speedup": r["speedup_median"],
-                     "speedup_min": r["speedup_min"], "speedup_max": r["speedup_max"], "search_seconds": seconds,
-                     "strategy_json": fit.strategy.to_json()})
+    for latency in latencies:
+        for arm in ARMS:
+            rows.append(_arm(arm, model, x, plan, lat, evaluator, latency, threads, revisions, repeats))
     frame = annotate(pd.DataFrame(rows), threads=threads)
-    return LatencyAgentResult(frame, {"latency": latency, "threads": threads, "revisions": revisions,
+    return LatencyAgentResult(frame, {"latencies": list(latencies), "threads": threads, "revisions": revisions,
                                       "weights": weights, "evaluator": "default_evaluator() on val"})
