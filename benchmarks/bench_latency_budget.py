@@ -25,6 +25,8 @@ the table). Writes data/bench_latency_budget.csv (machine columns via ``studies.
     .venv/bin/python benchmarks/bench_latency_budget.py --models convnext_small --targets "" --mac-target 8.17G --merge
     .venv/bin/python benchmarks/bench_latency_budget.py --models resnet50 --targets "" --onnx \
         --out data/bench_latency_budget_onnx.csv            # the round_to rows, PyTorch and onnxruntime
+    .venv/bin/python benchmarks/bench_latency_budget.py --models resnet50 --targets "" --channels-last \
+        --out data/bench_latency_budget_channels_last.csv   # the round_to rows in NHWC
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="CIFAR ResNet-20 at batch 1 and 4, few repeats, -> data/smoke/")
     ap.add_argument("--onnx", action="store_true",
                     help="round_to rows also time onnxruntime (onnx_* columns; write them to their own --out)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="round_to rows time both models in NHWC (memory_format column; write them to their own --out)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of the existing --out CSV that this run does not re-measure (same model, "
                          "batch size, experiment, target and round_to)")
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         mac_target=args.mac_target,
         variants=args.variants.split(","),
         onnx=args.onnx,
+        channels_last=args.channels_last,
     )
     path = args.out or output_dir(smoke) / "bench_latency_budget.csv"
     frame = study.to_frame()

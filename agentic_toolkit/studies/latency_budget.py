@@ -80,6 +80,7 @@ def run_model(
     mac_target: str | None = None,
     variants: Sequence[str] = tuple(ROUND_TO),
     onnx: bool = False,
+    channels_last: bool = False,
 ) -> list[dict[str, Any]]:
     """The rows of one model at one batch size (see the module docstring): one per latency
     target in ``targets`` (% of the unpruned latency) and, with ``round_to_rows``, two at
@@ -87,7 +88,9 @@ def run_model(
     (default torch's setting); ``warmup``/``repeats``: interleaved timing of each fit;
     ``table_warmup``/``table_repeats``: the latency table's timings (a cached table is reused);
     ``mac_target`` (e.g. ``"8.17G"`` per image, times ``batch``) replaces ``mac_pct``; ``variants``: keys of :data:`ROUND_TO`;
-    ``onnx``: the ``round_to`` rows also time onnxruntime (``onnx_*`` columns)."""
+    ``onnx``: the ``round_to`` rows also time onnxruntime (``onnx_*`` columns); ``channels_last``:
+    the ``round_to`` rows time both models and the input in NHWC (a ``memory_format`` column; the
+    table and its step curves stay measured in the default layout)."""
     threads = threads or torch.get_num_threads()
     model, side = _model(name)
     shape = (batch, 3, side, side)
@@ -125,11 +128,13 @@ def run_model(
             fit = fit_to_budget(model, Strategy(round_to=rt), example_inputs=x, plan=plan, latency_model=lat,
                                 threads=threads, target_macs=target)
         res = benchmark(fit.prune().model, shape, baseline=model, batch_sizes=(batch,), threads=threads,
-                        warmup=warmup, repeats=repeats, measure_memory=False, onnx=onnx)
+                        warmup=warmup, repeats=repeats, measure_memory=False, onnx=onnx, channels_last=channels_last)
         r = res.rows[0]
         measured = {"latency_ms": r["latency_ms"], "baseline_latency_ms": r["baseline_latency_ms"],
                     "speedup": r["speedup_median"], "speedup_min": r["speedup_min"], "speedup_max": r["speedup_max"],
                     "mac_ratio": res.mac_ratio, "efficiency": r["efficiency"], "repeats": res.repeats}
+        if channels_last:
+            measured["memory_format"] = "channels_last"
         if onnx:
             measured |= {k: r.get(k) for k in ("onnx_latency_ms", "onnx_baseline_latency_ms", "onnx_speedup",
                                                "onnx_speedup_min", "onnx_speedup_max", "onnx_efficiency")}
