@@ -21,7 +21,7 @@ def layer_macs_ms(fn, slow_out: int | None = None, slow: float = 1.0) -> float:
     return factor * out.numel() * layer.weight[0].numel() / 1e6
 
 
-def fake_whole(plan, dev, warmup, repeats):
+def fake_whole(plan, dev, warmup, repeats, channels_last=False):
     from agentic_toolkit.pruning.latency_model import CALIBRATION_RATIO
 
     half = at.Strategy(isomorphic=False, global_pruning=False, pruning_ratio=CALIBRATION_RATIO)

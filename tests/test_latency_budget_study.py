@@ -34,7 +34,7 @@ def _layer_ms(fn) -> float:
     return fn().numel() * layer.weight[0].numel() / 1e6
 
 
-def _whole(plan, dev, warmup, repeats):
+def _whole(plan, dev, warmup, repeats, channels_last=False):
     half = at.Strategy(isomorphic=False, global_pruning=False, pruning_ratio=lm.CALIBRATION_RATIO)
     sel = plan.select(half)
     widths = {f"{k[0]}|{int(k[1])}": int(v) for k, v in plan.widths(sel).items()}

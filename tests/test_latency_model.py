@@ -178,6 +178,13 @@ def test_grid_and_grouped_layers():
             assert layer(x).shape[1] == cout and layer.groups == 4
     layer, x = lt.build_layer(depthwise, 16, 8, torch.device("cpu"))
     assert layer.groups == layer.in_channels == layer.out_channels == 8 and layer(x).shape[1] == 8
+    layer, x = lt.build_layer(grouped, 8, 16, torch.device("cpu"), channels_last=True)  # NHWC tables
+    assert x.is_contiguous(memory_format=torch.channels_last) and layer(x).shape == (2, 16, 10, 10)
+    assert layer.weight.is_contiguous(memory_format=torch.channels_last)
+    key = lt.table_key(model, (2, 8, 10, 10), torch.device("cpu"), 1)
+    nhwc = lt.table_key(model, (2, 8, 10, 10), torch.device("cpu"), 1, channels_last=True)
+    assert "memory_format" not in key and nhwc["memory_format"] == "channels_last"
+    assert lt.cache_path(key) != lt.cache_path(nhwc)  # a table per layout
 
 
 def test_flat_multiple_picks_the_step():

@@ -119,8 +119,10 @@ def _spec(name: str, m: nn.Module, in_shape, out_numel: int, calls: int, prunabl
     return spec
 
 
-def build_layer(spec: LayerSpec, cin: int, cout: int, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
-    """A fresh layer with ``cin`` -> ``cout`` channels and a random input for it."""
+def build_layer(spec: LayerSpec, cin: int, cout: int, device: torch.device,
+                channels_last: bool = False) -> tuple[nn.Module, torch.Tensor]:
+    """A fresh layer with ``cin`` -> ``cout`` channels and a random input for it (a 2-d
+    convolution and its input in NHWC with ``channels_last``)."""
     shape = list(spec.in_shape)
     if spec.kind == "linear":
         shape[-1] = cin
@@ -134,7 +136,10 @@ def build_layer(spec: LayerSpec, cin: int, cout: int, device: torch.device) -> t
         padding = c["padding"] if isinstance(c["padding"], str) else tuple(c["padding"])
         layer = cls(cin, cout, tuple(c["kernel_size"]), stride=tuple(c["stride"]), padding=padding,
                     dilation=tuple(c["dilation"]), groups=groups, bias=spec.bias, padding_mode=c["padding_mode"])
-    return layer.to(device).eval(), torch.randn(shape, device=device)
+    layer, x = layer.to(device).eval(), torch.randn(shape, device=device)
+    if channels_last and x.dim() == 4:
+        layer, x = layer.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    return layer, x
 
 
 def median_ms(fn: Callable[[], Any], timer: Callable, warmup: int, repeats: int) -> float:
@@ -145,7 +150,7 @@ def median_ms(fn: Callable[[], Any], timer: Callable, warmup: int, repeats: int)
 
 
 def measure_grid(spec: LayerSpec, steps: int, device: torch.device, warmup: int, repeats: int,
-                 tick: Callable[[], None]) -> dict[str, Any]:
+                 tick: Callable[[], None], channels_last: bool = False) -> dict[str, Any]:
     """``{"in": widths, "out": widths, "ms": [[ms per out width] per in width]}`` of one layer."""
     timer = make_timer(device)
     ins, outs = spec.grid(steps)
@@ -154,12 +159,12 @@ def measure_grid(spec: LayerSpec, steps: int, device: torch.device, warmup: int,
         for cin in ins:
             row = []
             for cout in outs:
-                layer, x = build_layer(spec, cin, cout, device)
+                layer, x = build_layer(spec, cin, cout, device, channels_last)
                 row.append(median_ms(lambda layer=layer, x=x: layer(x), timer, warmup, repeats))
                 tick()
             rows.append(row)
         # the full-width entry anchors the prediction of the unpruned layer: time it twice
-        layer, x = build_layer(spec, ins[-1], outs[-1], device)
+        layer, x = build_layer(spec, ins[-1], outs[-1], device, channels_last)
         rows[-1][-1] = min(rows[-1][-1], median_ms(lambda: layer(x), timer, warmup, repeats))
     return {"in": ins, "out": outs, "ms": rows}
 
@@ -170,7 +175,7 @@ def step_widths(spec: LayerSpec) -> list[int]:
 
 
 def measure_steps(spec: LayerSpec, device: torch.device, warmup: int, repeats: int,
-                  tick: Callable[[], None]) -> dict[str, Any]:
+                  tick: Callable[[], None], channels_last: bool = False) -> dict[str, Any]:
     """``{"out": widths, "ms": [...]}``: the layer's latency at every output width of
     :func:`step_widths` (full input width; a grouped layer only at multiples of its groups)."""
     timer = make_timer(device)
@@ -179,20 +184,22 @@ def measure_steps(spec: LayerSpec, device: torch.device, warmup: int, repeats: i
     out = []
     with torch.inference_mode():
         for w in widths:
-            layer, x = build_layer(spec, spec.in_ch, w, device)
+            layer, x = build_layer(spec, spec.in_ch, w, device, channels_last)
             out.append(median_ms(lambda layer=layer, x=x: layer(x), timer, warmup, repeats))
             tick()
     return {"out": widths, "ms": out}
 
 
-def table_key(model: nn.Module, in_shape: tuple[int, ...], device: torch.device, threads: int) -> dict[str, Any]:
+def table_key(model: nn.Module, in_shape: tuple[int, ...], device: torch.device, threads: int,
+              channels_last: bool = False) -> dict[str, Any]:
     """What a table depends on: device (name), threads (CPU), batch size, architecture and
-    input shape (a hash of the model's text form), torch version."""
+    input shape (a hash of the model's text form), torch version, and NHWC when measured so."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     arch = hashlib.sha1((repr(model) + repr(tuple(in_shape[1:]))).encode()).hexdigest()[:16]
     return {"format": TABLE_FORMAT, "device": str(device), "device_name": name, "threads": threads if device.type == "cpu" else None,
             "batch_size": int(in_shape[0]), "model": type(model).__name__, "arch": arch,
-            "input_shape": list(in_shape), "torch": torch.__version__}
+            "input_shape": list(in_shape), "torch": torch.__version__,
+            **({"memory_format": "channels_last"} if channels_last else {})}
 
 
 def cache_path(key: dict[str, Any], folder: str | Path | None = None) -> Path:

@@ -190,6 +190,7 @@ def build_latency_model(
     auto_round: bool = False,
     cache: bool = True,
     progress: bool = True,
+    channels_last: bool = False,
 ) -> LatencyModel:
     """Measure (or read from the disk cache) the latency table of ``plan``'s model on
     ``device`` with ``threads`` CPU threads (default: torch's current setting), at the batch
@@ -197,6 +198,8 @@ def build_latency_model(
     median of ``repeats`` timings after ``warmup`` runs each. ``auto_round`` also measures
     the step curves :meth:`LatencyModel.round_multiples` needs. ``cache=False`` measures
     anew (and does not write). Shows a tqdm progress bar while measuring when ``progress``.
+    ``channels_last``: layers, inputs and the whole model timed in NHWC (its own cache key), for
+    deployments that run so (oneDNN's preferred layout on CPUs).
     A cached table is reused whatever ``grid_steps``/``repeats`` it was measured with.
     """
     from ..benchmarking.latency import torch_threads
@@ -209,7 +212,7 @@ def build_latency_model(
     specs = lt.layer_specs(plan.source, names, plan.example_inputs, plan.prunable_keys)
     if not specs:
         raise ToolkitError(f"{type(plan.source).__name__} has no prunable convolution or linear layer to time")
-    key = lt.table_key(plan.source, plan.input_shape, dev, threads)
+    key = lt.table_key(plan.source, plan.input_shape, dev, threads, channels_last)
     path = lt.cache_path(key)
     data = lt.load_table(path, key) if cache else {"key": key, "layers": {}, "steps": {}, "whole": {}}
     unique = {s.signature: s for s in specs}
@@ -219,11 +222,12 @@ def build_latency_model(
     total += sum(len(lt.step_widths(s)) for s in steps_todo) + (0 if data["whole"] else 1)
     with torch_threads(threads if dev.type == "cpu" else None), _bar(total, progress, key) as bar:
         for s in todo:
-            data["layers"][s.signature] = lt.measure_grid(s, grid_steps, dev, warmup, repeats, bar.update)
+            data["layers"][s.signature] = lt.measure_grid(s, grid_steps, dev, warmup, repeats, bar.update,
+                                                          channels_last)
         for s in steps_todo:
-            data["steps"][s.signature] = lt.measure_steps(s, dev, warmup, repeats, bar.update)
+            data["steps"][s.signature] = lt.measure_steps(s, dev, warmup, repeats, bar.update, channels_last)
         if not data["whole"]:
-            data["whole"] = _measure_whole(plan, dev, warmup, repeats)
+            data["whole"] = _measure_whole(plan, dev, warmup, repeats, channels_last=channels_last)
             bar.update()
     if cache and total:
         lt.save_table(path, data)
@@ -239,7 +243,7 @@ def _bar(total: int, progress: bool, key: dict[str, Any]):
     return tqdm(total=total, desc=desc, disable=not progress or total == 0, leave=False)
 
 
-def _measure_whole(plan, dev: torch.device, warmup: int, repeats: int) -> dict[str, Any]:
+def _measure_whole(plan, dev: torch.device, warmup: int, repeats: int, channels_last: bool = False) -> dict[str, Any]:
     """The unpruned model and the uniformly half-pruned one, timed interleaved (medians, ms),
     with the half-pruned widths (to fit the rest of the network)."""
     import copy
@@ -256,6 +260,10 @@ def _measure_whole(plan, dev: torch.device, warmup: int, repeats: int) -> dict[s
     x = plan.example_inputs
     x = (x if isinstance(x, (tuple, list)) else (x,))
     x = tuple(t.to(dev) if torch.is_tensor(t) else t for t in x)
+    if channels_last:
+        base, pruned = base.to(memory_format=torch.channels_last), pruned.to(memory_format=torch.channels_last)
+        x = tuple(t.contiguous(memory_format=torch.channels_last) if torch.is_tensor(t) and t.dim() == 4 else t
+                  for t in x)
     with torch.inference_mode():
         for _ in range(warmup):
             base(*x), pruned(*x)

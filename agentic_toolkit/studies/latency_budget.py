@@ -89,8 +89,8 @@ def run_model(
     ``table_warmup``/``table_repeats``: the latency table's timings (a cached table is reused);
     ``mac_target`` (e.g. ``"8.17G"`` per image, times ``batch``) replaces ``mac_pct``; ``variants``: keys of :data:`ROUND_TO`;
     ``onnx``: the ``round_to`` rows also time onnxruntime (``onnx_*`` columns); ``channels_last``:
-    the ``round_to`` rows time both models and the input in NHWC (a ``memory_format`` column; the
-    table and its step curves stay measured in the default layout)."""
+    the table (and its step curves) is measured in NHWC and the ``round_to`` rows time both models
+    and the input so (a ``memory_format`` column; latency targets keep the default layout's timing)."""
     threads = threads or torch.get_num_threads()
     model, side = _model(name)
     shape = (batch, 3, side, side)
@@ -99,7 +99,7 @@ def run_model(
         warnings.simplefilter("ignore")
         plan = get_plan(model, x)
         lat = build_latency_model(plan, "cpu", threads, warmup=table_warmup, repeats=table_repeats,
-                                  auto_round=round_to_rows, progress=progress)
+                                  auto_round=round_to_rows, progress=progress, channels_last=channels_last)
     rows = []
     for pct in targets:
         fit = fit_to_budget(model, Strategy(), example_inputs=x, plan=plan, latency_model=lat, threads=threads,
