@@ -1,0 +1,106 @@
+"""What do latency-shaped ratios cost in accuracy? (``benchmarks/latency_shape_accuracy.py``)
+
+:func:`~agentic_toolkit.pruning.latency_shape.latency_shaped_fit` spends a MAC budget where
+the device is slow; that changes which channels go. On the adapted CIFAR-10 ResNet-56 (the
+accuracy-at-budget study's reference and teacher) at ``fraction`` of its MACs, with a latency
+table measured on this CPU in NHWC at batch 1, three fits land on the same MACs:
+``round_to=None``, ``"auto"`` and ``"auto"`` latency-shaped. Each is timed against the unpruned
+model (NHWC, interleaved) and fine-tuned with the accuracy-at-budget recipe
+(:data:`~.at_budget.Config`: KD, ``train_images`` per seed), then top-1 on the JPEG test set.
+One JSON line per finished (variant, seed) in ``cache`` (a re-run skips it).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..benchmarking import benchmark
+from ..data import cifar10
+from ..paths import PROJECT_ROOT
+from ..pruning import Strategy, fit_to_budget, get_plan
+from ..pruning.latency_model import build_latency_model
+from ..pruning.latency_shape import latency_shaped_fit
+from ..training.evaluation import evaluate
+from ..training.finetune import finetune
+from .at_budget import Config
+from .kd import load_teacher
+from .machine import StudyResult, annotate
+
+VARIANTS = ("none", "auto", "auto+shape")
+CACHE = PROJECT_ROOT / "runs" / "latency_shape_accuracy.jsonl"
+
+
+class ShapeAccuracyResult(StudyResult):
+    """One row per (variant, seed): MACs, measured speedup and efficiency, test top-1."""
+
+    def summary(self) -> str:
+        g = self.frame.groupby("variant", sort=False)
+        return "\n".join(f"{v}: efficiency {d['efficiency'].iloc[0]:.2f}, top-1 {d['test_top1'].mean():.2f} +- "
+                         f"{d['test_top1'].std(ddof=1) if len(d) > 1 else float('nan'):.2f} over {len(d)} seed(s)"
+                         for v, d in g)
+
+
+def _fits(model, x, plan, lat, fraction: float, threads: int) -> dict[str, Any]:
+    target = f"{100 * fraction:g}%"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {"none": fit_to_budget(model, Strategy(), target, x, plan=plan),
+                "auto": fit_to_budget(model, Strategy(round_to="auto"), target, x, plan=plan, latency_model=lat,
+                                      threads=threads),
+                "auto+shape": latency_shaped_fit(model, Strategy(round_to="auto"), target, x, lat, plan=plan,
+                                                 threads=threads).fit}
+
+
+def latency_shape_accuracy(fraction: float = 0.5, seeds: tuple[int, ...] = (0, 1), threads: int | None = None,
+                           train_images: int | None = None, repeats: int = 20,
+                           cache: Path = CACHE) -> ShapeAccuracyResult:
+    """Run the study (see the module docstring); ``train_images`` defaults to the
+    accuracy-at-budget study's."""
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    cfg = Config()
+    n = train_images or cfg.train_images
+    model, _ = load_teacher()
+    model.eval()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    plan = get_plan(model, x)
+    lat = build_latency_model(plan, "cpu", threads, auto_round=True, channels_last=True, progress=False)
+    done = {}
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            r = json.loads(line)
+            if r["fraction"] == fraction and r["train_images"] == n:
+                done[(r["variant"], r["seed"])] = r
+    test = cifar10("test", batch_size=500)
+    for variant, fit in _fits(model, x, plan, lat, fraction, threads).items():
+        pruned = fit.prune().model
+        timing = None
+        for seed in seeds:
+            if (variant, seed) in done:
+                continue
+            if timing is None:
+                timing = benchmark(pruned, (1, 3, 32, 32), baseline=model, batch_sizes=(1,), threads=threads,
+                                   repeats=repeats, measure_memory=False, channels_last=True).rows[0]
+            student = copy.deepcopy(pruned).train()
+            train = cifar10("train", batch_size=128, limit=n, seed=seed)
+            finetune(student, train, None, cfg.recipe, teacher=model, amp=False, seed=seed, progress=False)
+            row = {"variant": variant, "seed": seed, "fraction": fraction, "train_images": n,
+                   "macs": fit.predicted_macs, "mac_ratio": fit.base_macs / fit.predicted_macs,
+                   "speedup": timing["speedup_median"], "efficiency": timing["speedup_median"] * fit.predicted_macs
+                   / fit.base_macs, "test_top1": evaluate(student, test)["top1"],
+                   "strategy_json": fit.strategy.to_json()}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with cache.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            done[(variant, seed)] = row
+            print(f"{variant} seed {seed}: top-1 {row['test_top1']:.2f}, speedup {row['speedup']:.2f}x", flush=True)
+    rows = [done[(v, s)] for v in VARIANTS for s in seeds if (v, s) in done]
+    return ShapeAccuracyResult(annotate(pd.DataFrame(rows), threads=threads),
+                               {"fraction": fraction, "seeds": list(seeds), "train_images": n, "threads": threads})
