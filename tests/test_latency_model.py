@@ -123,6 +123,27 @@ def test_round_to_auto_multiples_and_mac_band(r20):
     assert at.Strategy.from_json(fit.strategy.to_json()).round_to == "auto"
 
 
+def test_auto_rounding_reads_consumer_curves_too(r20):
+    from agentic_toolkit.pruning.latency_model import LatencyModel
+
+    _, plan, lat = r20
+    consumers = [layer.spec for layer in lat.layers if layer.spec.in_key]
+    assert consumers and all(s.signature in lat.steps_in for s in consumers)
+    curve = lat.steps_in[consumers[0].signature]
+    assert curve["out"][-1] == consumers[0].in_ch and len(curve["out"]) == len(curve["ms"]) > 2
+    # consumers whose latency steps every 8 input channels make a group round to 8, where its
+    # flat producers alone would allow the largest multiple (16 for 64 channels)
+    steppy = {sig: {"out": c["out"], "ms": [float((w + 7) // 8) * 100 for w in c["out"]]}
+              for sig, c in lat.steps_in.items()}
+    flat = {sig: {"out": c["out"], "ms": [0.0] * len(c["out"])} for sig, c in lat.steps.items()}
+    coarse = LatencyModel(lat.layers, lat.rest, lat.key, lat.measured_ms, steps=flat, steps_in=steppy)
+    fine = LatencyModel(lat.layers, lat.rest, lat.key, lat.measured_ms, steps=flat,
+                        steps_in={k: {**v, "ms": [0.0] * len(v["ms"])} for k, v in steppy.items()})
+    big = [g.index for g in plan.groups if g.prunable and g.units >= 64]
+    assert big and all(coarse.round_multiples(plan)[i] == 8 for i in big)
+    assert all(fine.round_multiples(plan)[i] == 16 for i in big)  # all flat: the largest allowed
+
+
 def test_round_to_auto_needs_a_latency_model(cache):
     model = at.create_model("cifar_resnet20")
     with pytest.raises(ToolkitError, match="round_to=\"auto\" needs per-layer multiples"):

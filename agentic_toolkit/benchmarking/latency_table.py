@@ -175,16 +175,20 @@ def step_widths(spec: LayerSpec) -> list[int]:
 
 
 def measure_steps(spec: LayerSpec, device: torch.device, warmup: int, repeats: int,
-                  tick: Callable[[], None], channels_last: bool = False) -> dict[str, Any]:
+                  tick: Callable[[], None], channels_last: bool = False, side: str = "out") -> dict[str, Any]:
     """``{"out": widths, "ms": [...]}``: the layer's latency at every output width of
-    :func:`step_widths` (full input width; a grouped layer only at multiples of its groups)."""
+    :func:`step_widths` (full input width; a grouped layer only at multiples of its groups).
+    ``side="in"``: at every input width of the last ``STEP_SPAN`` (full output width; the
+    curve of a layer consuming the pruned channels), under the same ``"out"`` key."""
     timer = make_timer(device)
     g = spec.conv["groups"] if spec.conv and not spec.depthwise else 1
-    widths = [w for w in step_widths(spec) if w % g == 0]
+    full = spec.out_ch if side == "out" else spec.in_ch
+    widths = [w for w in range(max(1, full - STEP_SPAN), full + 1) if w % g == 0]
     out = []
     with torch.inference_mode():
         for w in widths:
-            layer, x = build_layer(spec, spec.in_ch, w, device, channels_last)
+            cin, cout = (spec.in_ch, w) if side == "out" else (w, spec.out_ch)
+            layer, x = build_layer(spec, cin, cout, device, channels_last)
             out.append(median_ms(lambda layer=layer, x=x: layer(x), timer, warmup, repeats))
             tick()
     return {"out": widths, "ms": out}

@@ -63,6 +63,7 @@ class LatencyModel:
     measurements: int = 0  # timed configurations in this build (0: all from the cache)
     seconds: float = 0.0
     steps: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    steps_in: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     path: str = ""
 
     def predict(self, widths: dict[Key, int]) -> float:
@@ -124,18 +125,24 @@ class LatencyModel:
 
     def round_multiples(self, plan, candidates: tuple[int, ...] = AUTO_MULTIPLES) -> dict[int, int]:
         """Per prunable group (index): the channel multiple ``round_to="auto"`` keeps, chosen
-        from the groups' summed step curves (:func:`~.latency_table.flat_multiple`), at most a
+        from the summed step curves of the layers producing the group's channels and of those
+        consuming them (:func:`~.latency_table.flat_multiple`), at most a
         quarter of the group's units (1 where there is no curve)."""
         if not self.steps:
             raise ToolkitError("this latency model has no step curves; build it with auto_round=True")
         by_out = {layer.spec.out_key: layer.spec for layer in self.layers if layer.spec.out_key}
+        by_in = {layer.spec.in_key: layer.spec for layer in self.layers
+                 if layer.spec.in_key and not layer.spec.depthwise}
         out: dict[int, int] = {}
         for g in plan.groups:
             if not g.prunable:
                 continue
             specs = [by_out[(m.name, True)] for m in g.members if m.is_out and (m.name, True) in by_out
                      and m.per_channel == 1]
-            curve = _sum_curves([self.steps.get(s.signature) for s in specs])
+            consumers = [by_in[(m.name, False)] for m in g.members if not m.is_out and (m.name, False) in by_in
+                         and m.per_channel == 1]
+            curve = _sum_curves([self.steps.get(s.signature) for s in specs]
+                                + [self.steps_in.get(s.signature) for s in consumers])
             allowed = tuple(m for m in candidates if m <= max(1, g.units // 4))
             out[g.index] = lt.flat_multiple(*curve, allowed, FLAT_TOL) if curve else 1
         return out
@@ -215,17 +222,24 @@ def build_latency_model(
     key = lt.table_key(plan.source, plan.input_shape, dev, threads, channels_last)
     path = lt.cache_path(key)
     data = lt.load_table(path, key) if cache else {"key": key, "layers": {}, "steps": {}, "whole": {}}
+    data.setdefault("steps_in", {})  # tables cached before input-side curves were measured
     unique = {s.signature: s for s in specs}
     todo = [s for sig, s in unique.items() if sig not in data["layers"]]
     steps_todo = [s for sig, s in unique.items() if auto_round and s.out_key and sig not in data["steps"]]
+    in_todo = [s for sig, s in unique.items()
+               if auto_round and s.in_key and not s.depthwise and sig not in data["steps_in"]]
     total = sum(len(a) * len(b) for a, b in (s.grid(grid_steps) for s in todo))
     total += sum(len(lt.step_widths(s)) for s in steps_todo) + (0 if data["whole"] else 1)
+    total += sum(min(s.in_ch, lt.STEP_SPAN + 1) for s in in_todo)
     with torch_threads(threads if dev.type == "cpu" else None), _bar(total, progress, key) as bar:
         for s in todo:
             data["layers"][s.signature] = lt.measure_grid(s, grid_steps, dev, warmup, repeats, bar.update,
                                                           channels_last)
         for s in steps_todo:
             data["steps"][s.signature] = lt.measure_steps(s, dev, warmup, repeats, bar.update, channels_last)
+        for s in in_todo:
+            data["steps_in"][s.signature] = lt.measure_steps(s, dev, warmup, repeats, bar.update, channels_last,
+                                                             side="in")
         if not data["whole"]:
             data["whole"] = _measure_whole(plan, dev, warmup, repeats, channels_last=channels_last)
             bar.update()
@@ -280,7 +294,7 @@ def _assemble(specs: list[lt.LayerSpec], data: dict[str, Any]) -> LatencyModel:
         layers.append(_Layer(s, list(t["in"]), list(t["out"]), envelope(t["ms"])))
     whole = data["whole"]
     model = LatencyModel(layers, (0.0, 0.0), data["key"], float(whole["base_ms"]),
-                         steps={k: v for k, v in data["steps"].items()})
+                         steps={k: v for k, v in data["steps"].items()}, steps_in=dict(data["steps_in"]))
     rest_full = whole["base_ms"] - model.predict({})
     half = {(k.rsplit("|", 1)[0], k.endswith("|1")): v for k, v in whole["half_widths"].items()}
     s_half = model.activation_fraction(half)
