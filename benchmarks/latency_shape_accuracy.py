@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agentic_toolkit.studies.latency_shape_accuracy import latency_shape_accuracy
+from agentic_toolkit.studies.latency_shape_accuracy import CACHE, latency_shape_accuracy
 from agentic_toolkit.studies.machine import machine_line, output_dir, write_table
 
 
@@ -20,10 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--train-images", type=int, default=None, help="default: the accuracy-at-budget study's")
+    ap.add_argument("--smoke", action="store_true", help="1 seed, 256 images, 3 timing pairs -> data/smoke/")
     args = ap.parse_args(argv)
-    study = latency_shape_accuracy(args.fraction, tuple(int(s) for s in args.seeds.split(",")), args.threads,
-                                   args.train_images)
-    out = write_table(study.to_frame(), output_dir(False) / "latency_shape_accuracy.csv")
+    out_dir = output_dir(args.smoke)
+    study = latency_shape_accuracy(
+        args.fraction, (0,) if args.smoke else tuple(int(s) for s in args.seeds.split(",")), args.threads,
+        256 if args.smoke else args.train_images, repeats=3 if args.smoke else 20,
+        cache=out_dir / "latency_shape_accuracy.jsonl" if args.smoke else CACHE)
+    out = write_table(study.to_frame(), out_dir / "latency_shape_accuracy.csv")
     print(f"{study.summary()}\n{machine_line(study.report['threads'])}\nwrote {out}")
     return 0
 

@@ -23,6 +23,9 @@ OUTPUTS = {
     "convergence.py": "convergence.csv",
     "zoo_coverage.py": "zoo_coverage.csv",
     "search_finds_shapes.py": "search_finds_shapes.csv",
+    "bench_latency_budget.py": "bench_latency_budget.csv",
+    "latency_agent.py": "latency_agent.csv",
+    "latency_shape_accuracy.py": "latency_shape_accuracy.csv",
 }
 
 
