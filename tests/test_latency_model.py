@@ -257,3 +257,20 @@ def test_refine_latency_fit_measures_and_corrects(r20):
     assert all(c.measured_fraction > 0 and 0 < c.predicted_fraction <= 1 for c in ref.checks)
     with pytest.raises(ToolkitError, match="needs a fit with a latency constraint"):
         refine_latency_fit(model, _fit(model, plan, None, target_macs="50%"))
+
+
+def test_refine_times_in_the_layout_the_table_was_measured_in(r20, monkeypatch):
+    import dataclasses
+
+    from agentic_toolkit import benchmarking
+    from agentic_toolkit.pruning.latency_fit import refine_latency_fit
+
+    model, plan, lat = r20
+    seen = []
+    real = benchmarking.benchmark
+    monkeypatch.setattr(benchmarking, "benchmark", lambda *a, **k: seen.append(k["channels_last"]) or real(*a, **k))
+    for key, nhwc in ((lat.key, False), ({**lat.key, "memory_format": "channels_last"}, True)):
+        table = dataclasses.replace(lat, key=key)
+        fit = _fit(model, plan, table, constraints={"latency": "60%"})
+        refine_latency_fit(model, fit, rounds=0, warmup=0, repeats=2, threads=1)
+        assert seen[-1] is nhwc

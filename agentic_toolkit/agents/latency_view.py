@@ -76,9 +76,6 @@ def constraints_text(constraints: Mapping[str, Any] | None) -> str:
             "binds (lands in its band) and the others end at or below theirs, so MACs may land below the MAC band.")
 
 
-__all__ = ["SLOW", "add_latency_columns", "constraints_text", "latency_info", "latency_profile_text", "slowness"]
-
-
 def prepare_constraints(search, constraints: Mapping[str, Any] | None, device: str, threads: int | None,
                         latency_model) -> None:
     """Set a search's budgets besides the MAC target: ``search.constraints`` (checked),
@@ -106,3 +103,9 @@ def prepare_constraints(search, constraints: Mapping[str, Any] | None, device: s
     batch = int(search.plan.input_shape[0]) if getattr(search.plan, "input_shape", None) else 1
     search.latency = latency_info(latency_model, device, threads, batch)
     search.scopes = add_latency_columns(search.scopes, latency_model.scope_shares(search.plan))
+
+
+__all__ = [
+    "SLOW", "add_latency_columns", "constraints_text", "latency_info", "latency_profile_text", "prepare_constraints",
+    "slowness",
+]

@@ -169,21 +169,21 @@ def measure_grid(spec: LayerSpec, steps: int, device: torch.device, warmup: int,
     return {"in": ins, "out": outs, "ms": rows}
 
 
-def step_widths(spec: LayerSpec) -> list[int]:
-    """Output widths of the fine curve used by ``round_to="auto"``."""
-    return list(range(max(1, spec.out_ch - STEP_SPAN), spec.out_ch + 1))
+def step_widths(spec: LayerSpec, side: str = "out") -> list[int]:
+    """Widths of the fine curve used by ``round_to="auto"``: the last ``STEP_SPAN`` output
+    widths (``side="in"``: input widths), a grouped layer only at multiples of its groups."""
+    g = spec.conv["groups"] if spec.conv and not spec.depthwise else 1
+    full = spec.out_ch if side == "out" else spec.in_ch
+    return [w for w in range(max(1, full - STEP_SPAN), full + 1) if w % g == 0]
 
 
 def measure_steps(spec: LayerSpec, device: torch.device, warmup: int, repeats: int,
                   tick: Callable[[], None], channels_last: bool = False, side: str = "out") -> dict[str, Any]:
     """``{"out": widths, "ms": [...]}``: the layer's latency at every output width of
-    :func:`step_widths` (full input width; a grouped layer only at multiples of its groups).
-    ``side="in"``: at every input width of the last ``STEP_SPAN`` (full output width; the
-    curve of a layer consuming the pruned channels), under the same ``"out"`` key."""
+    :func:`step_widths` (full input width). ``side="in"``: at every input width (full output
+    width; the curve of a layer consuming the pruned channels), under the same ``"out"`` key."""
     timer = make_timer(device)
-    g = spec.conv["groups"] if spec.conv and not spec.depthwise else 1
-    full = spec.out_ch if side == "out" else spec.in_ch
-    widths = [w for w in range(max(1, full - STEP_SPAN), full + 1) if w % g == 0]
+    widths = step_widths(spec, side)
     out = []
     with torch.inference_mode():
         for w in widths:
@@ -215,9 +215,15 @@ def cache_path(key: dict[str, Any], folder: str | Path | None = None) -> Path:
     return base / f"{key['model']}_b{key['batch_size']}_{digest}.json"
 
 
+def empty_table(key: dict[str, Any]) -> dict[str, Any]:
+    """A table with nothing measured yet (its sections, see :func:`load_table`)."""
+    return {"key": key, "layers": {}, "steps": {}, "steps_in": {}, "whole": {}}
+
+
 def load_table(path: Path, key: dict[str, Any]) -> dict[str, Any]:
-    """The cached table at ``path`` (empty sections when missing, stale or unreadable)."""
-    empty = {"key": key, "layers": {}, "steps": {}, "whole": {}}
+    """The cached table at ``path`` (empty sections when missing, stale or unreadable; a
+    section added since it was written is empty, and measured on first use)."""
+    empty = empty_table(key)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -85,7 +85,7 @@ def _backend(args):
 def run(args: argparse.Namespace) -> int:
     from ..agents.master import run_agentic_pruning
     from ..models import create_model
-    from ..pruning.constraints import check_constraints, parse_constraint_args
+    from ..pruning.constraints import check_constraints, fmt, parse_constraint_args
     from ..pruning.criteria import get_importance
     from ..pruning.strategy import Strategy
     from ..units import parse_macs
@@ -157,9 +157,8 @@ def run(args: argparse.Namespace) -> int:
         best = next((r for r in result.records if r.get("revision") == result.best_revision), {})
         budgets = (best.get("budget") or {}).get("constraints") if constraints else None
         for kind, c in (budgets or {}).items():
-            print(f"{kind}: target {c['target']}, achieved {c['achieved']} ({c['error_pct']:+.2f}%)"
-                  f"{' binding' if c['binding'] else ''}{'' if c['met'] else ' NOT met'}"
-                  + (" [us]" if kind == "latency" else ""))
+            print(f"{kind}: {fmt(kind, c['achieved'])} (target {fmt(kind, c['target'])}, {c['error_pct']:+.2f}%"
+                  f"{', binding' if c['binding'] else ''}{'' if c['met'] else ', NOT met'})")
         if args.log:
             print(f"history: {args.log}")
     return 0 if result.converged else 1

@@ -97,8 +97,9 @@ def _measure(model, fit, solved: float, warmup: int, repeats: int, device: str, 
 
     shape = tuple(fit.plan.input_shape)
     pruned = fit.prune().model
+    nhwc = fit.latency_model.key.get("memory_format") == "channels_last"  # time as the table was measured
     res = benchmark(pruned, shape, baseline=model, device=device, batch_sizes=(shape[0],), threads=threads,
-                    warmup=warmup, repeats=repeats, measure_memory=False)
+                    warmup=warmup, repeats=repeats, measure_memory=False, channels_last=nhwc)
     r = res.rows[0]
     lat = next(c for c in fit.constraints if c.kind == "latency")
     return LatencyCheck(

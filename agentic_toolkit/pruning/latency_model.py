@@ -221,8 +221,7 @@ def build_latency_model(
         raise ToolkitError(f"{type(plan.source).__name__} has no prunable convolution or linear layer to time")
     key = lt.table_key(plan.source, plan.input_shape, dev, threads, channels_last)
     path = lt.cache_path(key)
-    data = lt.load_table(path, key) if cache else {"key": key, "layers": {}, "steps": {}, "whole": {}}
-    data.setdefault("steps_in", {})  # tables cached before input-side curves were measured
+    data = lt.load_table(path, key) if cache else lt.empty_table(key)
     unique = {s.signature: s for s in specs}
     todo = [s for sig, s in unique.items() if sig not in data["layers"]]
     steps_todo = [s for sig, s in unique.items() if auto_round and s.out_key and sig not in data["steps"]]
@@ -230,7 +229,7 @@ def build_latency_model(
                if auto_round and s.in_key and not s.depthwise and sig not in data["steps_in"]]
     total = sum(len(a) * len(b) for a, b in (s.grid(grid_steps) for s in todo))
     total += sum(len(lt.step_widths(s)) for s in steps_todo) + (0 if data["whole"] else 1)
-    total += sum(min(s.in_ch, lt.STEP_SPAN + 1) for s in in_todo)
+    total += sum(len(lt.step_widths(s, "in")) for s in in_todo)
     with torch_threads(threads if dev.type == "cpu" else None), _bar(total, progress, key) as bar:
         for s in todo:
             data["layers"][s.signature] = lt.measure_grid(s, grid_steps, dev, warmup, repeats, bar.update,

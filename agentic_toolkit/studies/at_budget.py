@@ -53,7 +53,12 @@ from typing import Any
 
 import torch
 
-from ..agents.sensitivity import SensitivityTable, measure_sensitivity, sensitivity_search
+from ..agents.sensitivity import (
+    FRACTIONS,
+    SensitivityTable,
+    measure_sensitivity,
+    sensitivity_search,
+)
 from ..data import calibration_batches, cifar10
 from ..hashing import sha256_file
 from ..paths import PROJECT_ROOT
@@ -178,19 +183,11 @@ def cell_key(budget: float, name: str, seed: int) -> str:
 
 
 # ---------------------------------------------------------------------------- tasks
-def _sensitivity_task(ctx: Context) -> Callable[[ResultStore], dict]:
-    def run(store: ResultStore) -> dict:
-        table = measure_sensitivity(ctx.teacher, ctx.x, ctx.evaluator, plan=ctx.plan, progress=False)
-        print(table.summary(), flush=True)
-        return table.to_dict()
-
-    return run
-
-
-def _fine_sensitivity_task(ctx: Context, fractions: tuple[float, ...]) -> Callable[[ResultStore], dict]:
+def _sensitivity_task(ctx: Context, fractions: tuple[float, ...] = FRACTIONS) -> Callable[[ResultStore], dict]:
     def run(store: ResultStore) -> dict:
         table = measure_sensitivity(ctx.teacher, ctx.x, ctx.evaluator, plan=ctx.plan, fractions=fractions,
                                     progress=False)
+        print(table.summary(), flush=True)
         return table.to_dict()
 
     return run
@@ -286,7 +283,7 @@ def search_tasks(ctx: Context) -> list[Task]:
     if {"fastnas_sensitivity", "agent_sensitivity", "agent_kd_rerank"} & set(cfg.strategies) or fine:
         out.append(Task("sensitivity", _sensitivity_task(ctx), estimate_s=groups * 3 * per_eval))
     if fine:
-        out += [Task(k, _fine_sensitivity_task(ctx, f), estimate_s=groups * len(f) * per_eval)
+        out += [Task(k, _sensitivity_task(ctx, f), estimate_s=groups * len(f) * per_eval)
                 for k, f in zip(FINE_KEYS, FINE_FRACTIONS, strict=True)]
     fine_deps = ("sensitivity", *FINE_KEYS)
     if "fastnas_sensitivity" in cfg.strategies:
