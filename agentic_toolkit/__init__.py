@@ -33,7 +33,7 @@ from .pruning import (
     save_pruned,
     strategy_preset,
 )
-from .pruning.latency_fit import refine_latency_fit
+from .pruning.latency_fit import pick_rounding, refine_latency_fit
 from .pruning.latency_model import LatencyModel, build_latency_model
 from .training import FinetuneResult, Recipe, default_evaluator, evaluate, finetune, proxy_accuracy
 from .version import __version__
@@ -75,6 +75,7 @@ __all__ = [
     "profile_macs",
     "propose_strategy",
     "proxy_accuracy",
+    "pick_rounding",
     "refine_latency_fit",
     "default_evaluator",
     "register_importance",

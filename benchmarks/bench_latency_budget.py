@@ -12,9 +12,11 @@ once (``build_latency_model``, cached under the toolkit's cache dir), then
   ``speedup`` / ``speedup_ratio`` those of the returned fit (acceptance: within ±7%,
   ``within_7pct``), beside the predicted latencies;
 - ``round_to`` rows (every model, unless ``--no-auto``): ~50% of the MACs (``--mac-pct``, or
-  ``--mac-target 8.17G``) with ``round_to`` none, ``"auto"`` and ``"auto+shape"`` (auto, with
-  the per-group ratios tilted toward the groups whose MACs are slow on the device:
-  ``latency_shaped_fit``); efficiency = speedup / MAC ratio.
+  ``--mac-target 8.17G``) with ``round_to`` none, ``"auto"``, ``"auto+measured"`` (the auto
+  fit and uniform multiples 8/16/32 timed whole, the most efficient kept: ``pick_rounding``;
+  ``round_to_chosen``) and ``"auto+shape"`` (auto, with the per-group ratios tilted toward the
+  groups whose MACs are slow on the device: ``latency_shaped_fit``); efficiency = speedup /
+  MAC ratio.
 
 The driver is ``agentic_toolkit.studies.latency_budget`` (notebook 06 draws its figure from
 the table). Writes data/bench_latency_budget.csv (machine columns via ``studies.machine.annotate``).
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table-repeats", type=int, default=None, help="table timings per width (default 7; --smoke 2)")
     ap.add_argument("--refine", type=int, default=2, help="measured correction rounds per latency target (default 2)")
     ap.add_argument("--mac-target", default=None, help="absolute MAC target of the round_to rows, e.g. 8.17G")
-    ap.add_argument("--variants", default="none,auto,auto+shape", help="round_to rows: none, auto, auto+shape")
+    ap.add_argument("--variants", default="none,auto,auto+measured,auto+shape",
+                    help="round_to rows: none, auto, auto+measured, auto+shape")
     ap.add_argument("--no-auto", action="store_true", help="skip the round_to rows")
     ap.add_argument("--smoke", action="store_true", help="CIFAR ResNet-20 at batch 1 and 4, few repeats, -> data/smoke/")
     ap.add_argument("--onnx", action="store_true",

@@ -70,6 +70,21 @@ def test_a_model_against_its_copy_has_speedup_about_one(pair):
     assert res.memory_method == "not measured" and "peak_memory_mb" not in row
 
 
+def test_compare_speedups_times_several_models_in_one_loop(pair):
+    from agentic_toolkit.benchmarking.runner import compare_speedups
+
+    pruned, full = pair
+    rows = compare_speedups([pruned, copy.deepcopy(full)], (4, 3, 32, 32), baseline=full, threads=1, warmup=1,
+                            repeats=8, channels_last=True)
+    assert len(rows) == 2 and all(r["speedup_min"] <= r["speedup_median"] <= r["speedup_max"] for r in rows)
+    assert rows[0]["baseline_latency_ms"] == rows[1]["baseline_latency_ms"]  # one baseline for all
+    assert rows[0]["speedup_median"] > rows[1]["speedup_median"]  # a quarter of the MACs beats a copy
+    assert 0.6 < rows[1]["speedup_median"] < 1.6
+    assert next(full.parameters()).is_contiguous()  # timed on an NHWC copy
+    with pytest.raises(ToolkitError, match="at least one model"):
+        compare_speedups([], CIFAR, baseline=full)
+
+
 def test_the_model_is_not_modified(pair):
     pruned, _ = pair
     pruned.train()

@@ -274,3 +274,48 @@ def test_refine_times_in_the_layout_the_table_was_measured_in(r20, monkeypatch):
         fit = _fit(model, plan, table, constraints={"latency": "60%"})
         refine_latency_fit(model, fit, rounds=0, warmup=0, repeats=2, threads=1)
         assert seen[-1] is nhwc
+
+
+def _steppy_round_robin(timer, models, x, repeats):
+    """A clock where a model's time is its conv/linear MACs / 1e6 + 0.5, plus 0.2 per layer whose
+    output width is not a multiple of 8 (the steps a table of layers timed alone may miss)."""
+    def ms(model):
+        macs, odd = [], []
+
+        def hook(mod, inputs, out):
+            macs.append(out.numel() * mod.weight[0].numel())
+            odd.append(out.shape[1] % 8 != 0)
+
+        hooks = [m.register_forward_hook(hook) for m in model.modules()
+                 if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        try:
+            with torch.no_grad():
+                model(x[:1])
+        finally:
+            for h in hooks:
+                h.remove()
+        return sum(macs) / 1e6 + 0.5 + 0.2 * sum(odd[:-1])  # the classifier's 10 outputs are not pruned
+
+    return [[ms(m)] * repeats for m in models]
+
+
+def test_pick_rounding_keeps_the_most_efficient(r20, monkeypatch):
+    from agentic_toolkit.benchmarking import runner
+    from agentic_toolkit.pruning import layer_widths
+    from agentic_toolkit.pruning.latency_fit import pick_rounding
+
+    model, plan, lat = r20
+    monkeypatch.setattr(runner, "time_round_robin", _steppy_round_robin)
+    fit = _fit(model, plan, lat, strategy=at.Strategy(round_to="auto"), target_macs="50%")
+    auto_widths = [w for k, w in layer_widths(fit.prune().model).items() if k != "fc"]
+    assert any(w % 8 for w in auto_widths)  # the flat fake curves let auto round 16-channel groups to 4
+    choice = pick_rounding(model, fit, multiples=(4, 8), warmup=0, repeats=2, threads=1)
+    f = choice.frame
+    assert list(f["round_to"]) == ["auto", "4", "8"] and f["chosen"].sum() == 1
+    assert f["efficiency"].to_numpy() == pytest.approx((f["speedup"] * f["mac_fraction"]).to_numpy())
+    assert f.loc[f["chosen"], "round_to"].item() == "8" == str(choice.round_to)  # every width a multiple of 8
+    assert f["efficiency"].iloc[2] > f["efficiency"].iloc[:2].max()
+    assert choice.fit.within_tolerance and choice.fit.strategy.round_to == 8 and "chose 8" in choice.summary()
+    assert choice.to_dict()["round_to"] == 8 and len(choice.to_dict()["candidates"]) == 3
+    with pytest.raises(ToolkitError, match="multiples must be integers >= 1"):
+        pick_rounding(model, fit, multiples=(0,))

@@ -2,7 +2,8 @@
 and onnxruntime latencies.
 
 GPU timings use CUDA events with synchronisation. Two models are timed interleaved (the
-order alternates, A B, B A, A B, ...) so that drifts of a shared machine hit both alike.
+order alternates, A B, B A, A B, ...) so that drifts of a shared machine hit both alike;
+:func:`time_round_robin` does the same for any number of models.
 """
 
 from __future__ import annotations
@@ -70,18 +71,24 @@ def time_interleaved(
 ) -> tuple[list[float], list[float]]:
     """``repeats`` timings (ms) of ``run_model(x)`` and, when given, of ``run_base(x)``,
     alternating which of the two runs first."""
-    t_model: list[float] = []
-    t_base: list[float] = []
-    for r in range(repeats):
-        if run_base is None:
-            t_model.append(timer(lambda: run_model(x)))
-        elif r % 2 == 0:
-            t_model.append(timer(lambda: run_model(x)))
-            t_base.append(timer(lambda: run_base(x)))
-        else:
-            t_base.append(timer(lambda: run_base(x)))
-            t_model.append(timer(lambda: run_model(x)))
+    if run_base is None:
+        return time_round_robin(timer, [run_model], x, repeats)[0], []
+    t_model, t_base = time_round_robin(timer, [run_model, run_base], x, repeats)
     return t_model, t_base
+
+
+def time_round_robin(
+    timer: Callable[[Callable[[], Any]], float], models: list[Callable[[torch.Tensor], Any]], x: torch.Tensor,
+    repeats: int,
+) -> list[list[float]]:
+    """``repeats`` timings (ms) of each of ``models`` on ``x``: every round times each once,
+    in reverse order every other round, so that a drift of a shared machine hits all alike."""
+    times: list[list[float]] = [[] for _ in models]
+    for r in range(repeats):
+        order = range(len(models)) if r % 2 == 0 else reversed(range(len(models)))
+        for i in order:
+            times[i].append(timer(lambda m=models[i]: m(x)))
+    return times
 
 
 def onnx_sessions(models: list[nn.Module], example: torch.Tensor, threads: int | None) -> list[Any]:

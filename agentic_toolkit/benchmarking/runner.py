@@ -26,6 +26,7 @@ from .latency import (
     onnx_times,
     percentile,
     time_interleaved,
+    time_round_robin,
     torch_threads,
 )
 from .memory import memory_method, peak_memory_mb
@@ -248,3 +249,46 @@ def benchmark(
         memory_method=memory_method(dev) if measure_memory else "not measured", macs=macs,
         baseline_macs=base_macs, onnx_status=onnx_status, notes=notes,
     )
+
+
+def compare_speedups(
+    models: Sequence[nn.Module],
+    input_size: Sequence[int],
+    *,
+    baseline: nn.Module,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    warmup: int = 3,
+    repeats: int = 20,
+    channels_last: bool = False,
+) -> list[dict[str, float]]:
+    """Each of ``models`` against ``baseline`` on one batch of ``input_size``, all timed in one
+    round-robin loop (:func:`~.latency.time_round_robin`), so that candidates are compared under
+    the same conditions of a shared machine. Per model: ``latency_ms``, ``baseline_latency_ms``
+    (medians) and ``speedup_median`` / ``_min`` / ``_max`` over the per-round ratios."""
+    size = _check_input_size(input_size)
+    if not models:
+        raise ToolkitError("compare_speedups needs at least one model")
+    for m in models:
+        _, dev = _check_args(m, baseline, (size[0],), warmup, repeats, device)
+    runs = [_prepare(m, dev, channels_last) for m in [*models, baseline]]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch_threads(threads))
+        for m in runs:
+            stack.enter_context(eval_mode(m))
+        stack.enter_context(torch.inference_mode())
+        x = torch.randn(size, device=dev).contiguous(memory_format=fmt)
+        _first_pass({f"model {i}": m for i, m in enumerate(runs)}, x, dev, False)
+        for _ in range(warmup):
+            for m in runs:
+                m(x)
+        times = time_round_robin(make_timer(dev), runs, x, repeats)
+    base = times[-1]
+    out = []
+    for t in times[:-1]:
+        ratios = [b / a for a, b in zip(t, base, strict=True)]
+        out.append({"latency_ms": statistics.median(t), "baseline_latency_ms": statistics.median(base),
+                    "speedup_median": statistics.median(ratios), "speedup_min": min(ratios),
+                    "speedup_max": max(ratios)})
+    return out

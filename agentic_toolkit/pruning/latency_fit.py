@@ -8,14 +8,26 @@ measured latency fraction misses the target by more than ``accept``, solves agai
 target scaled by ``predicted / measured`` (a multiplicative correction of the model's
 bias at that point); the fit whose measured fraction is closest to the target is returned
 with the measurements of every round.
+
+:func:`pick_rounding` closes the same loop for ``round_to="auto"``: its per-group multiples
+come from step curves of each layer timed alone near its full width, which need not hold
+inside the network at the pruned widths (ResNet-50 at 50% of the MACs, batch 1, NHWC, 2
+threads: the curve-chosen multiples measured 0.84 efficiency where a uniform 16 measured
+0.86; ``benchmarks/bench_latency_budget.py``). It times the fit and the same strategy
+solved with each uniform multiple of ``multiples``, and keeps the most efficient.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pandas as pd
+
 from ..errors import ToolkitError
+
+#: Uniform channel multiples :func:`pick_rounding` tries beside the fit's own rounding.
+PICK_MULTIPLES = (8, 16, 32)
 
 
 @dataclass
@@ -77,17 +89,74 @@ def refine_latency_fit(model, fit, *, rounds: int = 1, accept: float = 0.02, war
         if k == rounds or abs(check.measured_fraction / target - 1) <= accept:
             break
         solved = min(1.0, solved * check.predicted_fraction / check.measured_fraction)
-        current = _resolve(model, current, solved)
+        current = _solve(model, current, latency_fraction=solved)
     out.fit = best_fit
     return out
 
 
-def _resolve(model, fit, fraction: float):
+@dataclass
+class RoundingChoice:
+    """The most efficient of the timed fits (``fit``) and every candidate (``frame``: ``round_to``,
+    ``mac_fraction``, ``speedup`` (median of interleaved pairs), ``efficiency`` = speedup x
+    MAC fraction, ``chosen``)."""
+
+    fit: Any
+    frame: pd.DataFrame
+
+    @property
+    def round_to(self) -> Any:
+        """The chosen ``round_to`` (the fit's own, or one of the uniform multiples)."""
+        return self.fit.strategy.round_to
+
+    def summary(self) -> str:
+        rows = ", ".join(f"{r.round_to}: {r.efficiency:.3f}" for r in self.frame.itertuples())
+        return f"round_to efficiency measured ({rows}); chose {self.round_to}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"round_to": self.round_to, "candidates": self.frame.to_dict("records")}
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.frame
+
+
+def pick_rounding(model, fit, *, multiples: tuple[int, ...] = PICK_MULTIPLES, warmup: int = 3, repeats: int = 20,
+                  device: str = "cpu", threads: int | None = None) -> RoundingChoice:
+    """Time ``fit`` (a :class:`~agentic_toolkit.BudgetFit` of ``model``, any budget) and its
+    strategy solved to the same budgets with each uniform ``round_to`` in ``multiples`` (those
+    landing in the band) against the unpruned model, all in one round-robin loop of ``repeats``
+    rounds (:func:`~agentic_toolkit.benchmarking.runner.compare_speedups`; NHWC when the fit's
+    latency table was measured so); the highest measured efficiency wins."""
+    from ..benchmarking.runner import compare_speedups
+
+    if not multiples or any(not isinstance(m, int) or m < 1 for m in multiples):
+        raise ToolkitError(f"multiples must be integers >= 1; got {multiples!r}")
+    fits = [fit] + [f for m in multiples if m != fit.strategy.round_to
+                    for f in [_solve(model, fit, replace(fit.strategy, round_to=m))] if f.within_tolerance]
+    timed = compare_speedups([f.prune().model for f in fits], tuple(fit.plan.input_shape), baseline=model,
+                             device=device, threads=threads, warmup=warmup, repeats=repeats, channels_last=_nhwc(fit))
+    rows = [{"round_to": "none" if f.strategy.round_to is None else str(f.strategy.round_to),
+             "mac_fraction": f.predicted_macs / f.base_macs, "speedup": t["speedup_median"],
+             "efficiency": t["speedup_median"] * f.predicted_macs / f.base_macs} for f, t in zip(fits, timed, strict=True)]
+    frame = pd.DataFrame(rows)
+    best = int(frame["efficiency"].idxmax())
+    frame["chosen"] = frame.index == best
+    return RoundingChoice(fits[best], frame)
+
+
+def _nhwc(fit) -> bool:
+    """Whether ``fit``'s latency table was measured in NHWC (then its models are timed so)."""
+    return fit.latency_model is not None and fit.latency_model.key.get("memory_format") == "channels_last"
+
+
+def _solve(model, fit, strategy=None, latency_fraction: float | None = None):
+    """``fit``'s budgets solved again (for ``strategy``, default the fit's; the latency budget
+    replaced by ``latency_fraction`` of the unpruned latency when given)."""
     from .budget import fit_to_budget
 
     specs = {c.kind: c.spec for c in fit.constraints}
-    specs["latency"] = f"{100.0 * fraction:.6f}%"
-    return fit_to_budget(model, fit.strategy, example_inputs=fit.plan.example_inputs, plan=fit.plan,
+    if latency_fraction is not None:
+        specs["latency"] = f"{100.0 * latency_fraction:.6f}%"
+    return fit_to_budget(model, strategy or fit.strategy, example_inputs=fit.plan.example_inputs, plan=fit.plan,
                          tolerance=fit.tolerance, counter=fit.counter, constraints=specs,
                          latency_model=fit.latency_model)
 
@@ -96,10 +165,8 @@ def _measure(model, fit, solved: float, warmup: int, repeats: int, device: str, 
     from ..benchmarking import benchmark
 
     shape = tuple(fit.plan.input_shape)
-    pruned = fit.prune().model
-    nhwc = fit.latency_model.key.get("memory_format") == "channels_last"  # time as the table was measured
-    res = benchmark(pruned, shape, baseline=model, device=device, batch_sizes=(shape[0],), threads=threads,
-                    warmup=warmup, repeats=repeats, measure_memory=False, channels_last=nhwc)
+    res = benchmark(fit.prune().model, shape, baseline=model, device=device, batch_sizes=(shape[0],), threads=threads,
+                    warmup=warmup, repeats=repeats, measure_memory=False, channels_last=_nhwc(fit))
     r = res.rows[0]
     lat = next(c for c in fit.constraints if c.kind == "latency")
     return LatencyCheck(

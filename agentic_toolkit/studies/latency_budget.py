@@ -11,8 +11,11 @@ and notebook 06. Per model and batch size a latency table is measured once
   is the uncorrected fit's measured speedup, ``speedup`` the returned fit's, ``within_7pct``
   whether it is within ±7% of the target speedup;
 - ``round_to`` rows: ``mac_pct`` % of the MACs (or the absolute ``mac_target``) with
-  ``round_to`` None, ``"auto"``, and ``"auto+shape"``: ``"auto"`` with the per-group ratios
-  tilted toward the groups whose MACs are slow on the device
+  ``round_to`` None, ``"auto"``, ``"auto+measured"``: the ``"auto"`` fit and the same strategy
+  with each uniform multiple 8/16/32 timed whole, the most efficient kept
+  (:func:`~agentic_toolkit.pruning.latency_fit.pick_rounding`; ``round_to_chosen`` says which,
+  and the row's timing is a fresh one, not the pick's), and ``"auto+shape"``: ``"auto"`` with
+  the per-group ratios tilted toward the groups whose MACs are slow on the device
   (:func:`~agentic_toolkit.pruning.latency_shape.latency_shaped_fit`, the predicted-fastest
   shape at the same MACs); ``efficiency`` = measured speedup / MAC ratio.
 
@@ -35,7 +38,7 @@ from ..benchmarking import benchmark
 from ..errors import ToolkitError
 from ..models import create_model
 from ..pruning import Strategy, fit_to_budget, get_plan
-from ..pruning.latency_fit import refine_latency_fit
+from ..pruning.latency_fit import pick_rounding, refine_latency_fit
 from ..pruning.latency_model import build_latency_model
 from ..pruning.latency_shape import latency_shaped_fit
 from .machine import MACHINE_COLUMNS, StudyResult, annotate
@@ -44,8 +47,9 @@ from .machine import MACHINE_COLUMNS, StudyResult, annotate
 MODELS = ("resnet50", "convnext_small", "deit_small_patch16_224")
 #: Acceptance: the measured speedup within this fraction of the target speedup.
 ACCEPT = 0.07
-#: round_to rows: label -> (Strategy.round_to, latency-shaped)
-ROUND_TO = {"none": (None, False), "auto": ("auto", False), "auto+shape": ("auto", True)}
+#: round_to rows: label -> (Strategy.round_to, latency-shaped, rounding picked by measurement)
+ROUND_TO = {"none": (None, False, False), "auto": ("auto", False, False), "auto+measured": ("auto", False, True),
+            "auto+shape": ("auto", True, False)}
 
 
 def _model(name: str) -> tuple[torch.nn.Module, int]:
@@ -120,13 +124,15 @@ def run_model(
                   f"({c.latency_ms:.2f} ms vs {c.baseline_latency_ms:.2f}), ratio {row['speedup_ratio']:.3f} "
                   f"{'OK' if row['within_7pct'] else 'MISS'} (MACs {100 * row['mac_fraction']:.0f}%)", flush=True)
     for label in (variants if round_to_rows else ()):
-        rt, shaped = ROUND_TO[label]
+        rt, shaped, picked = ROUND_TO[label]
         target = _mac_target(mac_target, batch) or f"{mac_pct:g}%"
         if shaped:
             fit = latency_shaped_fit(model, Strategy(round_to=rt), target, x, lat, plan=plan, threads=threads).fit
         else:
             fit = fit_to_budget(model, Strategy(round_to=rt), example_inputs=x, plan=plan, latency_model=lat,
                                 threads=threads, target_macs=target)
+        if picked:
+            fit = pick_rounding(model, fit, warmup=warmup, repeats=repeats, threads=threads).fit
         res = benchmark(fit.prune().model, shape, baseline=model, batch_sizes=(batch,), threads=threads,
                         warmup=warmup, repeats=repeats, measure_memory=False, onnx=onnx, channels_last=channels_last)
         r = res.rows[0]
@@ -139,7 +145,8 @@ def run_model(
             measured |= {k: r.get(k) for k in ("onnx_latency_ms", "onnx_baseline_latency_ms", "onnx_speedup",
                                                "onnx_speedup_min", "onnx_speedup_max", "onnx_efficiency")}
         rows.append({**_row(name, batch, "round_to", fit, lat, measured,
-                            target_pct=round(100.0 * fit.target_macs / fit.base_macs, 2)), "round_to": label})
+                            target_pct=round(100.0 * fit.target_macs / fit.base_macs, 2)), "round_to": label,
+                     "round_to_chosen": _round_to(fit.strategy.round_to)})
         if verbose:
             print(f"{name} b{batch} {target} MACs round_to={label}: speedup {measured['speedup']:.2f}x, "
                   f"MAC ratio {measured['mac_ratio']:.2f}x, efficiency {measured['efficiency']:.2f}", flush=True)
@@ -261,11 +268,12 @@ def same_fraction(table: pd.DataFrame, pct: float = 50.0) -> pd.DataFrame:
 
 
 def efficiency_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model and batch size, the MAC-target fits with ``round_to`` none, ``"auto"`` and
-    ``"auto+shape"`` side by side: ``mac_fraction_*``, ``speedup_*``, ``efficiency_*``, ``gain``
-    (auto / none - 1) and ``gain_shape`` (auto+shape / none - 1; NaN where one is missing)."""
+    """Per model and batch size, the MAC-target fits of every :data:`ROUND_TO` variant side by
+    side: ``mac_fraction_*``, ``speedup_*``, ``efficiency_*``, ``gain`` (auto / none - 1),
+    ``gain_measured`` (auto+measured / none - 1) and ``gain_shape`` (auto+shape / none - 1; NaN
+    where one is missing)."""
     order = [f"{v}_{rt}" for v in ("mac_fraction", "speedup", "efficiency") for rt in ROUND_TO]
-    cols = ["model", "batch_size", "target", *order, "gain", "gain_shape"]
+    cols = ["model", "batch_size", "target", *order, "gain", "gain_measured", "gain_shape"]
     t = table[table["target_kind"] == "macs"]
     if t.empty:
         return pd.DataFrame(columns=cols)
@@ -274,6 +282,7 @@ def efficiency_table(table: pd.DataFrame) -> pd.DataFrame:
     wide.columns = [f"{v}_{rt}" for v, rt in wide.columns]
     wide = wide.reset_index().reindex(columns=cols)
     wide["gain"] = wide["efficiency_auto"] / wide["efficiency_none"] - 1
+    wide["gain_measured"] = wide["efficiency_auto+measured"] / wide["efficiency_none"] - 1
     wide["gain_shape"] = wide["efficiency_auto+shape"] / wide["efficiency_none"] - 1
     return wide
 
@@ -288,7 +297,8 @@ def summarise(frame: pd.DataFrame) -> str:
              f"speedup ({int(first['within_7pct'].sum())}/{len(first)} before the measured correction)"]
     eff = efficiency_table(table)
     for r in eff.dropna(subset=["gain"]).to_dict("records"):
-        shape = "" if pd.isna(r["efficiency_auto+shape"]) else f", {r['efficiency_auto+shape']:.2f} (auto+shape)"
+        more = "".join(f", {r[f'efficiency_{v}']:.2f} ({v})" for v in ("auto+measured", "auto+shape")
+                       if pd.notna(r[f"efficiency_{v}"]))
         lines.append(f"{r['model']} b{r['batch_size']} {r['target']}: efficiency {r['efficiency_none']:.2f} "
-                     f"(round_to none) -> {r['efficiency_auto']:.2f} (auto), {100 * r['gain']:+.0f}%{shape}")
+                     f"(round_to none) -> {r['efficiency_auto']:.2f} (auto), {100 * r['gain']:+.0f}%{more}")
     return "\n".join(lines)

@@ -26,7 +26,8 @@ def plot_latency_budget(table: pd.DataFrame, title: str | None = None):
     """Two panels: measured against predicted/targeted speedup per fit (``y = x`` and the ±7%
     band; colour: model and batch size; an arrow joins a solved latency fit to its
     corrected one), and the efficiency (speedup / MAC reduction) of the MAC-target fits with
-    ``round_to`` none, ``"auto"`` and ``"auto"`` latency-shaped (bars; auto's gain written above)."""
+    ``round_to`` none, ``"auto"``, ``"auto"`` with the measured pick and ``"auto"``
+    latency-shaped (bars, those present; auto's gain written above)."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5.6), gridspec_kw={"width_ratios": [1.1, 1]})
     cases = list(dict.fromkeys(zip(table["model"], table["batch_size"], strict=True)))
     colors = dict(zip(cases, plt.get_cmap("tab10")(np.arange(len(cases)) % 10), strict=True))
@@ -65,8 +66,9 @@ def plot_latency_budget(table: pd.DataFrame, title: str | None = None):
     labels = [f"{_short(m)}\nb{b}" + (f"\n{t.replace(' MACs', '')}" if several else "")
               for m, b, t in zip(eff["model"], eff["batch_size"], eff["target"], strict=True)]
     pos = np.arange(len(eff))
-    names = {"none": "round_to=None", "auto": 'round_to="auto"', "auto+shape": '"auto" + latency-shaped'}
-    colours = ("#9aa7b8", "#2f6db3", "#d9822b")
+    names = {"none": "round_to=None", "auto": 'round_to="auto"', "auto+measured": '"auto" + measured pick',
+             "auto+shape": '"auto" + latency-shaped'}
+    colours = ("#9aa7b8", "#2f6db3", "#4a9a5b", "#d9822b")
     shown = [rt for rt in names if eff.get(f"efficiency_{rt}", pd.Series(dtype=float)).notna().any()]
     width = 0.8 / max(1, len(shown))
     for k, rt in enumerate(shown):
