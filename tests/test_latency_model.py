@@ -319,3 +319,24 @@ def test_pick_rounding_keeps_the_most_efficient(r20, monkeypatch):
     assert choice.to_dict()["round_to"] == 8 and len(choice.to_dict()["candidates"]) == 3
     with pytest.raises(ToolkitError, match="multiples must be integers >= 1"):
         pick_rounding(model, fit, multiples=(0,))
+
+
+def test_prune_cli_pick_rounding(cache, capsys, monkeypatch):
+    import json
+
+    from agentic_toolkit.benchmarking import runner
+    from agentic_toolkit.cli import main as cli_main
+    from agentic_toolkit.pruning import latency_model as lm
+
+    monkeypatch.setattr(lt, "median_ms", lambda fn, timer, warmup, repeats: layer_macs_ms(fn))
+    monkeypatch.setattr(lm, "_measure_whole", fake_whole)
+    monkeypatch.setattr(runner, "time_round_robin", _steppy_round_robin)
+    args = ["prune", "cifar_resnet20", "--target-macs", "50%", "--round-to", "auto", "--pick-rounding",
+            "--threads", "1", "--json"]
+    assert cli_main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = report["rounding"]["candidates"]
+    assert [r["round_to"] for r in rows][0] == "auto" and len(rows) >= 2 and report["within_tolerance"]
+    best = max(rows, key=lambda r: r["efficiency"])
+    assert str(report["rounding"]["round_to"]) == best["round_to"] == str(report["strategy"]["round_to"])
+    assert cli_main(args[:-1]) == 0 and "round_to efficiency measured: auto" in capsys.readouterr().out

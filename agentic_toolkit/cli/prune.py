@@ -23,6 +23,9 @@ is null when MACs are not budgeted and ``error_pct`` is that of the binding cons
 table measured on first use and cached (the JSON report then has ``predicted_latency_ms``;
 latency ``target``/``achieved`` are in microseconds). ``--round-to N|auto`` overrides the
 strategy's ``round_to`` (``auto``: per-layer multiples chosen from measured latency steps).
+``--pick-rounding`` then times that fit and the same budget solved with uniform multiples
+8/16/32 on the whole network (``pick_rounding``, on ``--device`` with ``--threads``) and keeps
+the most efficient; the JSON report's ``rounding`` lists the candidates.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the latency measurement")
     parser.add_argument("--round-to", default=None, metavar="N|auto",
                         help="override the strategy's round_to: an integer or auto (from measured latency steps)")
+    parser.add_argument("--pick-rounding", action="store_true",
+                        help="time the fit and uniform multiples 8/16/32 on the whole network; keep the most efficient")
     parser.add_argument(
         "--strategy", default=None, metavar="FILE|PRESET",
         help="strategy JSON file or preset name, e.g. isomorphic_taylor (default: Strategy())",
@@ -167,14 +172,23 @@ def run(args: argparse.Namespace) -> int:
         fit = fit_to_budget(model, strategy, args.target_macs, x, tolerance=tolerance, calibration=calibration,
                             counter=args.counter, constraints=constraints or None, device=args.device,
                             threads=args.threads)
+        rounding = None
+        if args.pick_rounding:
+            from ..pruning.latency_fit import pick_rounding
+
+            choice = pick_rounding(model, fit, device=args.device, threads=args.threads)
+            fit, rounding = choice.fit, choice.to_dict()
         result = fit.prune()
     notes = sorted({str(w.message) for w in caught})
     out = str(save_pruned(args.out, result)) if args.out else None
-    report = _report(args, fit, result, out, notes, start)
+    report = _report(args, fit, result, out, notes, start) | {"rounding": rounding}
     if args.json:
         print(json.dumps(report))
     else:
         _print_report(args.model, fit, result, report, tolerance)
+        if rounding:
+            print("round_to efficiency measured: " + ", ".join(
+                f"{c['round_to']} {c['efficiency']:.3f}" for c in rounding["candidates"]) + f"; kept {rounding['round_to']}")
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         if out:
