@@ -44,3 +44,24 @@ def fake_latency_model(plan, slow_out: int | None = None, slow: float = 1.0, **k
         return lm.build_latency_model(plan, "cpu", 1, warmup=1, repeats=2, progress=False, **kw)
     finally:
         mp.undo()
+
+
+def model_ms(model, x, odd_step: int | None = None, odd_cost: float = 0.2) -> float:
+    """The clock's latency of a whole model on ``x[:1]``: its convolution and linear MACs / 1e6
+    + 0.5, plus ``odd_cost`` per layer (the last, the classifier, excepted) whose output width is
+    not a multiple of ``odd_step`` (the steps a table of layers timed alone may miss)."""
+    macs, odd = [], []
+
+    def hook(mod, inputs, out):
+        macs.append(out.numel() * mod.weight[0].numel())
+        odd.append(bool(odd_step) and out.shape[1] % odd_step != 0)
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(macs) / 1e6 + 0.5 + odd_cost * sum(odd[:-1])

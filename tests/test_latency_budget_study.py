@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from latency_fakes import model_ms
 
 import agentic_toolkit as at
 from agentic_toolkit.benchmarking import latency_table as lt
@@ -42,26 +43,12 @@ def _whole(plan, dev, warmup, repeats, channels_last=False):
             "half_widths": widths}
 
 
-def _model_ms(model, x) -> float:
-    """The clock's latency of a whole model: its convolution and linear MACs / 1e6 + 0.5."""
-    macs = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: macs.append(o.numel() * mod.weight[0].numel()))
-             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-    return sum(macs) / 1e6 + 0.5
-
-
 def _round_robin(timer, models, x, repeats):
-    return [[_model_ms(m, x)] * repeats for m in models]
+    return [[model_ms(m, x)] * repeats for m in models]
 
 
 def _interleaved(timer, run_model, run_base, x, repeats):
-    m, b = _model_ms(run_model, x), _model_ms(run_base, x)
+    m, b = model_ms(run_model, x), model_ms(run_base, x)
     return [m * JITTER[r % 3] for r in range(repeats)], [b] * repeats
 
 
@@ -96,7 +83,7 @@ def test_study_rows_follow_the_clock(study):
     assert rows.loc["auto+measured", "round_to_chosen"] in {"auto", "8", "16", "32"}
     assert rows.loc["auto+measured", "efficiency"] >= rows.loc["auto", "efficiency"] - 1e-9
     model = at.create_model("cifar_resnet20")
-    base_ms = _model_ms(model, torch.zeros(1, 3, 32, 32))
+    base_ms = model_ms(model, torch.zeros(1, 3, 32, 32))
     base_pred = at.get_plan(model, torch.zeros(1, 3, 32, 32)).base_macs / 1e6 + 0.5  # the clock's whole model
     for r in df.to_dict("records"):
         # the clock is linear in the MACs: speedup = (base + 0.5) / (pruned + 0.5) (the plan also counts
