@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from agentic_toolkit.studies.latency_agent import latency_agent_study
 from agentic_toolkit.studies.machine import machine_line, output_dir, write_table
@@ -20,10 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--revisions", type=int, default=16, help="revisions per search (patience: half)")
     ap.add_argument("--repeats", type=int, default=20, help="interleaved timing pairs")
     ap.add_argument("--smoke", action="store_true", help="3 revisions, 3 pairs, -> data/smoke/")
+    ap.add_argument("--out-dir", type=Path, default=None, help="default data/ (--smoke: data/smoke/)")
     args = ap.parse_args(argv)
     study = latency_agent_study(tuple(args.latency.split(",")), args.threads, 3 if args.smoke else args.revisions,
                                 3 if args.smoke else args.repeats)
-    out = write_table(study.to_frame(), output_dir(args.smoke) / "latency_agent.csv")
+    out = write_table(study.to_frame(), (args.out_dir or output_dir(args.smoke)) / "latency_agent.csv")
     print(f"{study.summary()}\n{machine_line(study.report['threads'])}\nwrote {out}")
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from agentic_toolkit.studies.latency_shape_accuracy import CACHE, latency_shape_accuracy
 from agentic_toolkit.studies.machine import machine_line, output_dir, write_table
@@ -20,13 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--train-images", type=int, default=None, help="default: the accuracy-at-budget study's")
-    ap.add_argument("--smoke", action="store_true", help="1 seed, 256 images, 3 timing pairs -> data/smoke/")
+    ap.add_argument("--smoke", action="store_true", help="1 seed, 256 train / 500 test images, 3 timing pairs -> data/smoke/")
+    ap.add_argument("--out-dir", type=Path, default=None,
+                    help="default data/ (--smoke: data/smoke/, with the smoke run's cell cache)")
     args = ap.parse_args(argv)
-    out_dir = output_dir(args.smoke)
+    out_dir = args.out_dir or output_dir(args.smoke)
     study = latency_shape_accuracy(
         args.fraction, (0,) if args.smoke else tuple(int(s) for s in args.seeds.split(",")), args.threads,
         256 if args.smoke else args.train_images, repeats=3 if args.smoke else 20,
-        cache=out_dir / "latency_shape_accuracy.jsonl" if args.smoke else CACHE)
+        cache=out_dir / "latency_shape_accuracy.jsonl" if args.smoke else CACHE, test_images=500 if args.smoke else None)
     out = write_table(study.to_frame(), out_dir / "latency_shape_accuracy.csv")
     print(f"{study.summary()}\n{machine_line(study.report['threads'])}\nwrote {out}")
     return 0

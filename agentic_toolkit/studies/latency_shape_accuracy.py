@@ -60,9 +60,9 @@ def _fits(model, x, plan, lat, fraction: float, threads: int) -> dict[str, Any]:
 
 def latency_shape_accuracy(fraction: float = 0.5, seeds: tuple[int, ...] = (0, 1), threads: int | None = None,
                            train_images: int | None = None, repeats: int = 20,
-                           cache: Path = CACHE) -> ShapeAccuracyResult:
+                           cache: Path = CACHE, test_images: int | None = None) -> ShapeAccuracyResult:
     """Run the study (see the module docstring); ``train_images`` defaults to the
-    accuracy-at-budget study's."""
+    accuracy-at-budget study's; ``test_images`` limits the test set (smoke runs; default all)."""
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     cfg = Config()
@@ -76,9 +76,9 @@ def latency_shape_accuracy(fraction: float = 0.5, seeds: tuple[int, ...] = (0, 1
     if cache.is_file():
         for line in cache.read_text().splitlines():
             r = json.loads(line)
-            if r["fraction"] == fraction and r["train_images"] == n:
+            if r["fraction"] == fraction and r["train_images"] == n and r.get("test_images") == test_images:
                 done[(r["variant"], r["seed"])] = r
-    test = cifar10("test", batch_size=500)
+    test = cifar10("test", batch_size=500, limit=test_images)
     for variant, fit in _fits(model, x, plan, lat, fraction, threads).items():
         pruned = fit.prune().model
         timing = None
@@ -92,6 +92,7 @@ def latency_shape_accuracy(fraction: float = 0.5, seeds: tuple[int, ...] = (0, 1
             train = cifar10("train", batch_size=128, limit=n, seed=seed)
             finetune(student, train, None, cfg.recipe, teacher=model, amp=False, seed=seed, progress=False)
             row = {"variant": variant, "seed": seed, "fraction": fraction, "train_images": n,
+                   **({"test_images": test_images} if test_images else {}),
                    "macs": fit.predicted_macs, "mac_ratio": fit.base_macs / fit.predicted_macs,
                    "speedup": timing["speedup_median"], "efficiency": timing["speedup_median"] * fit.predicted_macs
                    / fit.base_macs, "test_top1": evaluate(student, test)["top1"],
