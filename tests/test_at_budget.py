@@ -77,6 +77,23 @@ def test_task_queue_respects_deps_and_resumes(tmp_path):
     assert ResultStore(tmp_path, {"v": 2}).records == {}  # other settings: nothing reused
 
 
+def test_searches_survive_a_longer_fine_tune(tmp_path):
+    import dataclasses
+
+    from agentic_toolkit.studies import at_budget as A
+
+    short = A.Config()
+    store = ResultStore(tmp_path, short.settings(), scope=A.record_scope)
+    run_tasks([Task("sensitivity", _ok(1)), Task(A.search_key("agent", 0.5), _ok(2)),
+               Task(A.cell_key(0.5, "agent", 0), _ok(3))], store, poll_s=0.01)
+    longer = dataclasses.replace(short, train_images=45_000)
+    again = ResultStore(tmp_path, longer.settings(), scope=A.record_scope)
+    assert set(again.records) == {"sensitivity", "search/agent/0.5"}  # the cell is fine-tuned again
+    other_proxy = dataclasses.replace(short, eval_images=512)
+    assert ResultStore(tmp_path, other_proxy.settings(), scope=A.record_scope).records == {}
+    assert set(ResultStore(tmp_path, short.settings(), scope=A.record_scope).records) == set(store.records)
+
+
 def test_task_queue_takes_over_a_dead_workers_claim(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     import socket

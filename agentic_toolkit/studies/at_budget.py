@@ -174,6 +174,17 @@ class Context:
                              plan=self.plan)
 
 
+#: What a search or a sensitivity table depends on (not the fine-tuning recipe nor its images).
+SEARCH_SETTINGS = ("eval_images", "bn_images", "max_revisions", "weights")
+
+
+def record_scope(key: str) -> tuple[str, ...] | None:
+    """The settings a task record depends on (the store's ``scope``): searches and sensitivity
+    tables only :data:`SEARCH_SETTINGS`, so a study with more fine-tuning images reuses them;
+    every other record all settings (None)."""
+    return SEARCH_SETTINGS if key.startswith(("search/", "sensitivity")) else None
+
+
 def search_key(name: str, budget: float) -> str:
     return f"search/{name}/{budget:g}"
 

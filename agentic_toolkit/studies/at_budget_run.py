@@ -3,6 +3,11 @@
     python scripts/accuracy_at_budget.py --workers 2            # both studies, 2 processes
     python scripts/accuracy_at_budget.py --quick                # smoke: minutes, data/smoke/
     python scripts/accuracy_at_budget.py --report-only          # tables from what is finished
+    python scripts/accuracy_at_budget.py --workers 2 --studies accuracy --train-images 45000 \
+        --budgets 0.5 --out-dir data/long                        # a longer fine-tune, same searches
+
+Searches and sensitivity tables are keyed by the proxy's settings only (``at_budget.record_scope``),
+so a run with another ``--train-images`` fine-tunes every cell again but reuses them.
 
 Writes ``data/05_accuracy_at_budget.csv`` (one row per budget, strategy, seed),
 ``data/05_accuracy_at_budget_summary.csv`` (mean, std, paired difference to the agent, search
@@ -177,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--studies", default="accuracy,fidelity", help="accuracy and/or fidelity (comma-separated)")
     ap.add_argument("--train-images", type=int, default=None, help="fine-tuning images per cell")
     ap.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2)")
+    ap.add_argument("--budgets", default=None, help="comma-separated MAC fractions (default 0.5,0.3)")
+    ap.add_argument("--strategies", default=None, help=f"comma-separated subset of {','.join(A.STRATEGIES)}")
     ap.add_argument("--root", type=Path, default=None, help=f"task store (default {A.ROOT})")
     ap.add_argument("--out-dir", type=Path, default=None)
     ap.add_argument("--report-only", action="store_true")
@@ -189,12 +196,19 @@ def main(argv: list[str] | None = None) -> int:
         cfg = A.Config(**{**cfg.__dict__, "train_images": args.train_images})
     if args.seeds:
         cfg = A.Config(**{**cfg.__dict__, "seeds": tuple(int(s) for s in args.seeds.split(","))})
+    if args.budgets:
+        cfg = A.Config(**{**cfg.__dict__, "budgets": tuple(float(b) for b in args.budgets.split(","))})
+    if args.strategies:
+        names = tuple(args.strategies.split(","))
+        if set(names) - set(A.STRATEGIES):
+            ap.error(f"unknown strategies {sorted(set(names) - set(A.STRATEGIES))}; choose from {A.STRATEGIES}")
+        cfg = A.Config(**{**cfg.__dict__, "strategies": names})
     studies = set(args.studies.split(","))
     if not studies or studies - {"accuracy", "fidelity"}:
         ap.error(f"--studies takes accuracy and/or fidelity, got {args.studies!r}")
     accuracy, fidelity = "accuracy" in studies, "fidelity" in studies
     root = args.root or (output_dir(True) / "at_budget_runs" if args.quick else A.ROOT)
-    store = ResultStore(root, cfg.settings())
+    store = ResultStore(root, cfg.settings(), scope=A.record_scope)  # searches survive recipe changes
     ctx = A.Context(cfg, fixed=P.EXTRAS)
     tasks = all_tasks(ctx, accuracy, fidelity)
     if not args.worker and not args.report_only:

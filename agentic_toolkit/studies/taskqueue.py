@@ -5,7 +5,9 @@ file ``<root>/<host>-<pid>.jsonl`` (appended, flushed, fsynced), so workers neve
 same file and an interrupted study loses at most the tasks in flight. A worker claims a task
 by creating ``<root>/claims/<key>`` exclusively (with its pid inside); claims of workers that
 are no longer alive are taken over. A line counts only when its ``settings`` equal the
-study's, so a changed setting re-measures instead of mixing results.
+study's, so a changed setting re-measures instead of mixing results; a store with a
+``scope`` compares, per key, only the settings that record depends on (a search does not
+depend on how its result is fine-tuned later, so a longer fine-tune reuses the searches).
 
     store = ResultStore("runs/at_budget", settings)
     run_tasks([Task("a", fn_a), Task("b", fn_b, deps=("a",))], store)
@@ -17,7 +19,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,16 +35,26 @@ class Task:
     estimate_s: float = 0.0
 
 
-def read_records(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+def read_records(path: Path, settings: dict[str, Any],
+                 scope: Callable[[str], Collection[str] | None] | None = None) -> dict[str, Any]:
     """``{key: record}`` of the lines of a JSONL cache whose ``settings`` equal ``settings``
-    (a line cut short by a crash is skipped)."""
+    (with ``scope``: on the names ``scope(key)`` lists, all of them where it returns None; a
+    line cut short by a crash is skipped)."""
     out = {}
     for line in path.read_text().splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(entry, dict) and entry.get("settings") == settings and "key" in entry:
+        if not isinstance(entry, dict) or "key" not in entry:
+            continue
+        names = scope(entry["key"]) if scope else None
+        theirs = entry.get("settings")
+        if names is None:
+            ok = theirs == settings
+        else:
+            ok = isinstance(theirs, dict) and all(n in theirs and theirs[n] == settings.get(n) for n in names)
+        if ok:
             out[entry["key"]] = entry.get("record")
     return out
 
@@ -50,9 +62,11 @@ def read_records(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
 class ResultStore:
     """Finished records of a study, read from every worker's JSONL file under ``root``."""
 
-    def __init__(self, root: str | Path, settings: dict[str, Any]):
+    def __init__(self, root: str | Path, settings: dict[str, Any],
+                 scope: Callable[[str], Collection[str] | None] | None = None):
         self.root = Path(root)
         self.settings = json.loads(json.dumps(settings))
+        self.scope = scope  # key -> the setting names its record depends on (None: all)
         self.records: dict[str, Any] = {}
         self._own = self.root / f"{socket.gethostname()}-{os.getpid()}.jsonl"
         self.refresh()
@@ -62,7 +76,7 @@ class ResultStore:
         if not self.root.is_dir():
             return
         for path in sorted(self.root.glob("*.jsonl")):
-            self.records.update(read_records(path, self.settings))
+            self.records.update(read_records(path, self.settings, self.scope))
 
     def get(self, key: str) -> Any:
         return self.records.get(key)
