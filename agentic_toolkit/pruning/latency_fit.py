@@ -12,8 +12,8 @@ with the measurements of every round.
 :func:`pick_rounding` closes the same loop for ``round_to="auto"``: its per-group multiples
 come from step curves of each layer timed alone near its full width, which need not hold
 inside the network at the pruned widths (ResNet-50 at 50% of the MACs, batch 1, NHWC, 2
-threads: the curve-chosen multiples measured 0.84 efficiency where a uniform 16 measured
-0.86; ``benchmarks/bench_latency_budget.py``). It times the fit and the same strategy
+threads: the curve-chosen multiples measured 0.84 efficiency, the uniform 16 this picks 0.87;
+``data/bench_latency_budget_channels_last.csv``). It times the fit and the same strategy
 solved with each uniform multiple of ``multiples``, and keeps the most efficient.
 """
 
