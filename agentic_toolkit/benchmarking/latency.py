@@ -78,10 +78,10 @@ def time_interleaved(
 
 
 def time_round_robin(
-    timer: Callable[[Callable[[], Any]], float], models: list[Callable[[torch.Tensor], Any]], x: torch.Tensor,
-    repeats: int,
+    timer: Callable[[Callable[[], Any]], float], models: list[Callable[[Any], Any]], x: Any, repeats: int,
 ) -> list[list[float]]:
-    """``repeats`` timings (ms) of each of ``models`` on ``x``: every round times each once,
+    """``repeats`` timings (ms) of each of ``models`` on ``x`` (a tensor, or an array for
+    onnxruntime sessions): every round times each once,
     in reverse order every other round, so that a drift of a shared machine hits all alike."""
     times: list[list[float]] = [[] for _ in models]
     for r in range(repeats):
@@ -101,22 +101,16 @@ def onnx_sessions(models: list[nn.Module], example: torch.Tensor, threads: int |
 
 
 def onnx_times(sessions: list[Any], x: torch.Tensor, warmup: int, repeats: int) -> list[list[float]]:
-    """``repeats`` onnxruntime timings (ms) of each session on ``x``, interleaved (the order of
-    the sessions alternates between repeats), after ``warmup`` untimed runs of each."""
+    """``repeats`` onnxruntime timings (ms) of each session on ``x``, interleaved
+    (:func:`time_round_robin`), after ``warmup`` untimed runs of each."""
     with torch.inference_mode(False):
         array = x.detach().cpu().numpy()
-    feeds = [{s.get_inputs()[0].name: array} for s in sessions]
-    for s, feed in zip(sessions, feeds, strict=True):
+    names = [s.get_inputs()[0].name for s in sessions]
+    runs = [lambda a, s=s, name=name: s.run(None, {name: a}) for s, name in zip(sessions, names, strict=True)]
+    for run in runs:
         for _ in range(warmup):
-            s.run(None, feed)
-    times: list[list[float]] = [[] for _ in sessions]
-    for r in range(repeats):
-        order = range(len(sessions)) if r % 2 == 0 else reversed(range(len(sessions)))
-        for i in order:
-            t0 = time.perf_counter()
-            sessions[i].run(None, feeds[i])
-            times[i].append((time.perf_counter() - t0) * 1e3)
-    return times
+            run(array)
+    return time_round_robin(make_timer(torch.device("cpu")), runs, array, repeats)
 
 
 def onnx_latencies(

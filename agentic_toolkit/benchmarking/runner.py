@@ -139,17 +139,21 @@ def _timings(run_model, run_base, x, timer, warmup: int, repeats: int, macs, bas
     row: dict[str, Any] = dict(latency_ms=med, latency_p90_ms=percentile(t_model, 0.9), throughput=bs / (med / 1e3))
     if run_base is not None:
         bmed = statistics.median(t_base)
-        ratios = [b / a for a, b in zip(t_model, t_base, strict=True)]
+        speed = _speedups(t_model, t_base)
         row.update(
             baseline_latency_ms=bmed,
             baseline_latency_p90_ms=percentile(t_base, 0.9),
             baseline_throughput=bs / (bmed / 1e3),
-            speedup_median=statistics.median(ratios),
-            speedup_min=min(ratios),
-            speedup_max=max(ratios),
-            efficiency=(statistics.median(ratios) / (base_macs / macs)) if macs and base_macs else None,
+            **speed,
+            efficiency=(speed["speedup_median"] / (base_macs / macs)) if macs and base_macs else None,
         )
     return row
+
+
+def _speedups(t_model: list[float], t_base: list[float]) -> dict[str, float]:
+    """Median, min and max over the interleaved pairs of baseline time / model time."""
+    ratios = [b / a for a, b in zip(t_model, t_base, strict=True)]
+    return {"speedup_median": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios)}
 
 
 def _onnx_row(sessions: list[Any], x: torch.Tensor, warmup: int, repeats: int, mac_ratio) -> dict[str, Any]:
@@ -160,12 +164,13 @@ def _onnx_row(sessions: list[Any], x: torch.Tensor, warmup: int, repeats: int, m
     row: dict[str, Any] = {"onnx_latency_ms": med, "onnx_latency_p90_ms": percentile(times[0], 0.9),
                            "onnx_throughput": bs / (med / 1e3)}
     if len(sessions) > 1:
-        ratios = [b / a for a, b in zip(times[0], times[1], strict=True)]
+        speed = _speedups(times[0], times[1])
         row.update(
             onnx_baseline_latency_ms=statistics.median(times[1]),
             onnx_baseline_latency_p90_ms=percentile(times[1], 0.9),
-            onnx_speedup=statistics.median(ratios), onnx_speedup_min=min(ratios), onnx_speedup_max=max(ratios),
-            onnx_efficiency=statistics.median(ratios) / mac_ratio if mac_ratio else None,
+            onnx_speedup=speed["speedup_median"], onnx_speedup_min=speed["speedup_min"],
+            onnx_speedup_max=speed["speedup_max"],
+            onnx_efficiency=speed["speedup_median"] / mac_ratio if mac_ratio else None,
         )
     return row
 
@@ -285,10 +290,5 @@ def compare_speedups(
                 m(x)
         times = time_round_robin(make_timer(dev), runs, x, repeats)
     base = times[-1]
-    out = []
-    for t in times[:-1]:
-        ratios = [b / a for a, b in zip(t, base, strict=True)]
-        out.append({"latency_ms": statistics.median(t), "baseline_latency_ms": statistics.median(base),
-                    "speedup_median": statistics.median(ratios), "speedup_min": min(ratios),
-                    "speedup_max": max(ratios)})
-    return out
+    return [{"latency_ms": statistics.median(t), "baseline_latency_ms": statistics.median(base), **_speedups(t, base)}
+            for t in times[:-1]]
