@@ -130,14 +130,18 @@ def pick_rounding(model, fit, *, multiples: tuple[int, ...] = PICK_MULTIPLES, wa
 
     if not multiples or any(not isinstance(m, int) or m < 1 for m in multiples):
         raise ToolkitError(f"multiples must be integers >= 1; got {multiples!r}")
-    fits = [fit] + [f for m in multiples if m != fit.strategy.round_to
-                    for f in [_solve(model, fit, replace(fit.strategy, round_to=m))] if f.within_tolerance]
+    fits = [fit]
+    for m in multiples:
+        if m != fit.strategy.round_to:
+            other = _solve(model, fit, replace(fit.strategy, round_to=m))
+            if other.within_tolerance:
+                fits.append(other)
     timed = compare_speedups([f.prune().model for f in fits], tuple(fit.plan.input_shape), baseline=model,
                              device=device, threads=threads, warmup=warmup, repeats=repeats, channels_last=_nhwc(fit))
-    rows = [{"round_to": "none" if f.strategy.round_to is None else str(f.strategy.round_to),
-             "mac_fraction": f.predicted_macs / f.base_macs, "speedup": t["speedup_median"],
-             "efficiency": t["speedup_median"] * f.predicted_macs / f.base_macs} for f, t in zip(fits, timed, strict=True)]
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame({"round_to": ["none" if f.strategy.round_to is None else str(f.strategy.round_to) for f in fits],
+                          "mac_fraction": [f.predicted_macs / f.base_macs for f in fits],
+                          "speedup": [t["speedup_median"] for t in timed]})
+    frame["efficiency"] = frame["speedup"] * frame["mac_fraction"]
     best = int(frame["efficiency"].idxmax())
     frame["chosen"] = frame.index == best
     return RoundingChoice(fits[best], frame)

@@ -19,6 +19,7 @@ baseline and the sensitivity agents share), ``data/proxy_fidelity.csv`` and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -192,17 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = A.Config.quick() if args.quick else A.Config()
+    changes: dict = {}
     if args.train_images:
-        cfg = A.Config(**{**cfg.__dict__, "train_images": args.train_images})
+        changes["train_images"] = args.train_images
     if args.seeds:
-        cfg = A.Config(**{**cfg.__dict__, "seeds": tuple(int(s) for s in args.seeds.split(","))})
+        changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     if args.budgets:
-        cfg = A.Config(**{**cfg.__dict__, "budgets": tuple(float(b) for b in args.budgets.split(","))})
+        changes["budgets"] = tuple(float(b) for b in args.budgets.split(","))
     if args.strategies:
-        names = tuple(args.strategies.split(","))
-        if set(names) - set(A.STRATEGIES):
-            ap.error(f"unknown strategies {sorted(set(names) - set(A.STRATEGIES))}; choose from {A.STRATEGIES}")
-        cfg = A.Config(**{**cfg.__dict__, "strategies": names})
+        changes["strategies"] = tuple(args.strategies.split(","))
+        if set(changes["strategies"]) - set(A.STRATEGIES):
+            ap.error(f"unknown strategies {sorted(set(changes['strategies']) - set(A.STRATEGIES))}; "
+                     f"choose from {A.STRATEGIES}")
+    cfg = dataclasses.replace(cfg, **changes)
     studies = set(args.studies.split(","))
     if not studies or studies - {"accuracy", "fidelity"}:
         ap.error(f"--studies takes accuracy and/or fidelity, got {args.studies!r}")
