@@ -258,20 +258,28 @@ def _agent_task(ctx: Context, budget: float, sensitivity: bool = False, rerank_t
     return run
 
 
+def kd_finetune(pruned: torch.nn.Module, teacher: torch.nn.Module, recipe: Recipe, train_images: int | None,
+                seed: int):
+    """A copy of ``pruned`` fine-tuned by the study's recipe (KD from ``teacher``) on
+    ``train_images`` training images picked, ordered and augmented by ``seed``:
+    ``(student, FinetuneResult, images used)``."""
+    student = copy.deepcopy(pruned).train()
+    train = cifar10("train", batch_size=128, limit=train_images, seed=seed)
+    ft = finetune(student, train, None, recipe, teacher=teacher, amp=False, seed=seed, progress=False)
+    return student, ft, len(train.dataset)
+
+
 def _cell_task(ctx: Context, budget: float, name: str, seed: int) -> Callable[[ResultStore], dict]:
     def run(store: ResultStore) -> dict:
         fit = ctx.land(name, budget, store)
         pruned = fit.prune()
-        student = copy.deepcopy(pruned.model).train()
-        train = cifar10("train", batch_size=128, limit=ctx.cfg.train_images, seed=seed)
-        ft = finetune(student, train, None, ctx.cfg.recipe, teacher=ctx.teacher, amp=False, seed=seed,
-                      progress=False)
+        student, ft, n_images = kd_finetune(pruned.model, ctx.teacher, ctx.cfg.recipe, ctx.cfg.train_images, seed)
         acc = evaluate(student, ctx.test)
         rec = store.get(search_key(name, budget)) or {}  # a searched strategy's cost; else the solver's
         return {"budget": budget, "strategy": name, "seed": seed, "macs": pruned.macs, "params": pruned.params,
                 "target_macs": ctx.target(budget), "base_macs": ctx.plan.base_macs,
                 "error_pct": fit.error_pct, "test_top1": acc["top1"], "test_loss": acc["loss"],
-                "train_images": len(train.dataset), "ft_seconds": ft.seconds,
+                "train_images": n_images, "ft_seconds": ft.seconds,
                 "search_seconds": rec.get("search_seconds", fit.seconds),
                 "strategy_json": fit.strategy.to_json()}
 

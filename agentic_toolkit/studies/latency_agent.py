@@ -25,6 +25,7 @@ import torch
 
 from ..agents.search import AgenticSearch
 from ..benchmarking import benchmark
+from ..benchmarking.latency import torch_threads
 from ..pruning import Strategy, fit_to_budget, get_plan
 from ..pruning.latency_model import build_latency_model
 from ..training.evaluation import default_evaluator
@@ -75,24 +76,29 @@ def _arm(arm, model, x, plan, lat, evaluator, latency, threads, revisions, repea
             "strategy_json": fit.strategy.to_json()}
 
 
-def latency_agent_study(latencies: tuple[str, ...] = ("80%", "65%"), threads: int | None = None,
-                        revisions: int = 16, repeats: int = 20) -> LatencyAgentResult:
-    """Run the three arms at each latency budget (see the module docstring; each search stops
-    after ``revisions`` or half as many without a kept move) and time their best candidates."""
-    threads = threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
+def teacher_latency_setup(threads: int, **table: Any):
+    """The adapted ResNet-56 (eval), its weights' description, a seeded 32x32 example input, its
+    plan, and a latency table on this CPU with ``threads`` threads (``table``: keywords of
+    :func:`~agentic_toolkit.pruning.latency_model.build_latency_model`)."""
     model, weights = load_teacher()
     model.eval()
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plan = get_plan(model, x)
-        lat = build_latency_model(plan, "cpu", threads, progress=False)
-    evaluator = default_evaluator()
-    rows: list[dict[str, Any]] = []
-    for latency in latencies:
-        for arm in ARMS:
-            rows.append(_arm(arm, model, x, plan, lat, evaluator, latency, threads, revisions, repeats))
+        lat = build_latency_model(plan, "cpu", threads, progress=False, **table)
+    return model, weights, x, plan, lat
+
+
+def latency_agent_study(latencies: tuple[str, ...] = ("80%", "65%"), threads: int | None = None,
+                        revisions: int = 16, repeats: int = 20) -> LatencyAgentResult:
+    """Run the three arms at each latency budget (see the module docstring; each search stops
+    after ``revisions`` or half as many without a kept move) and time their best candidates."""
+    with torch_threads(threads or torch.get_num_threads()) as threads:
+        model, weights, x, plan, lat = teacher_latency_setup(threads)
+        evaluator = default_evaluator()
+        rows = [_arm(arm, model, x, plan, lat, evaluator, latency, threads, revisions, repeats)
+                for latency in latencies for arm in ARMS]
     frame = annotate(pd.DataFrame(rows), threads=threads)
     return LatencyAgentResult(frame, {"latencies": list(latencies), "threads": threads, "revisions": revisions,
                                       "weights": weights, "evaluator": "default_evaluator() on val"})

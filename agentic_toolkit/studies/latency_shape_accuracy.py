@@ -12,7 +12,6 @@ One JSON line per finished (variant, seed) in ``cache`` (a re-run skips it).
 
 from __future__ import annotations
 
-import copy
 import json
 import warnings
 from pathlib import Path
@@ -22,15 +21,14 @@ import pandas as pd
 import torch
 
 from ..benchmarking import benchmark
+from ..benchmarking.latency import torch_threads
 from ..data import cifar10
 from ..paths import PROJECT_ROOT
-from ..pruning import Strategy, fit_to_budget, get_plan
-from ..pruning.latency_model import build_latency_model
+from ..pruning import Strategy, fit_to_budget
 from ..pruning.latency_shape import latency_shaped_fit
 from ..training.evaluation import evaluate
-from ..training.finetune import finetune
-from .at_budget import Config
-from .kd import load_teacher
+from .at_budget import Config, kd_finetune
+from .latency_agent import teacher_latency_setup
 from .machine import StudyResult, annotate
 
 VARIANTS = ("none", "auto", "auto+shape")
@@ -63,45 +61,43 @@ def latency_shape_accuracy(fraction: float = 0.5, seeds: tuple[int, ...] = (0, 1
                            cache: Path = CACHE, test_images: int | None = None) -> ShapeAccuracyResult:
     """Run the study (see the module docstring); ``train_images`` defaults to the
     accuracy-at-budget study's; ``test_images`` limits the test set (smoke runs; default all)."""
-    threads = threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
     cfg = Config()
     n = train_images or cfg.train_images
-    model, _ = load_teacher()
-    model.eval()
-    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    plan = get_plan(model, x)
-    lat = build_latency_model(plan, "cpu", threads, auto_round=True, channels_last=True, progress=False)
+    done = _cached(cache, fraction, n, test_images)
+    with torch_threads(threads or torch.get_num_threads()) as threads:
+        model, _, x, plan, lat = teacher_latency_setup(threads, auto_round=True, channels_last=True)
+        test = cifar10("test", batch_size=500, limit=test_images)
+        for variant, fit in _fits(model, x, plan, lat, fraction, threads).items():
+            todo = [seed for seed in seeds if (variant, seed) not in done]
+            if not todo:
+                continue
+            pruned = fit.prune().model
+            timing = benchmark(pruned, (1, 3, 32, 32), baseline=model, batch_sizes=(1,), threads=threads,
+                               repeats=repeats, measure_memory=False, channels_last=True).rows[0]
+            for seed in todo:
+                student, _, _ = kd_finetune(pruned, model, cfg.recipe, n, seed)
+                row = {"variant": variant, "seed": seed, "fraction": fraction, "train_images": n,
+                       **({"test_images": test_images} if test_images else {}),
+                       "macs": fit.predicted_macs, "mac_ratio": fit.base_macs / fit.predicted_macs,
+                       "speedup": timing["speedup_median"],
+                       "efficiency": timing["speedup_median"] * fit.predicted_macs / fit.base_macs,
+                       "test_top1": evaluate(student, test)["top1"], "strategy_json": fit.strategy.to_json()}
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                with cache.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                done[(variant, seed)] = row
+                print(f"{variant} seed {seed}: top-1 {row['test_top1']:.2f}, speedup {row['speedup']:.2f}x", flush=True)
+    rows = [done[(v, s)] for v in VARIANTS for s in seeds if (v, s) in done]
+    return ShapeAccuracyResult(annotate(pd.DataFrame(rows), threads=threads),
+                               {"fraction": fraction, "seeds": list(seeds), "train_images": n, "threads": threads})
+
+
+def _cached(cache: Path, fraction: float, train_images: int, test_images: int | None) -> dict[tuple[str, int], dict]:
+    """The finished (variant, seed) rows of ``cache`` with these settings."""
     done = {}
     if cache.is_file():
         for line in cache.read_text().splitlines():
             r = json.loads(line)
-            if r["fraction"] == fraction and r["train_images"] == n and r.get("test_images") == test_images:
+            if r["fraction"] == fraction and r["train_images"] == train_images and r.get("test_images") == test_images:
                 done[(r["variant"], r["seed"])] = r
-    test = cifar10("test", batch_size=500, limit=test_images)
-    for variant, fit in _fits(model, x, plan, lat, fraction, threads).items():
-        pruned = fit.prune().model
-        timing = None
-        for seed in seeds:
-            if (variant, seed) in done:
-                continue
-            if timing is None:
-                timing = benchmark(pruned, (1, 3, 32, 32), baseline=model, batch_sizes=(1,), threads=threads,
-                                   repeats=repeats, measure_memory=False, channels_last=True).rows[0]
-            student = copy.deepcopy(pruned).train()
-            train = cifar10("train", batch_size=128, limit=n, seed=seed)
-            finetune(student, train, None, cfg.recipe, teacher=model, amp=False, seed=seed, progress=False)
-            row = {"variant": variant, "seed": seed, "fraction": fraction, "train_images": n,
-                   **({"test_images": test_images} if test_images else {}),
-                   "macs": fit.predicted_macs, "mac_ratio": fit.base_macs / fit.predicted_macs,
-                   "speedup": timing["speedup_median"], "efficiency": timing["speedup_median"] * fit.predicted_macs
-                   / fit.base_macs, "test_top1": evaluate(student, test)["top1"],
-                   "strategy_json": fit.strategy.to_json()}
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            with cache.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            done[(variant, seed)] = row
-            print(f"{variant} seed {seed}: top-1 {row['test_top1']:.2f}, speedup {row['speedup']:.2f}x", flush=True)
-    rows = [done[(v, s)] for v in VARIANTS for s in seeds if (v, s) in done]
-    return ShapeAccuracyResult(annotate(pd.DataFrame(rows), threads=threads),
-                               {"fraction": fraction, "seeds": list(seeds), "train_images": n, "threads": threads})
+    return done
