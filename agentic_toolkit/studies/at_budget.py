@@ -24,7 +24,11 @@ to each budget (a fraction of its MACs) by each strategy, every one landed in th
   same re-ranking agent on a finer sensitivity table (7 shares per group: the 3 above plus
   :data:`FINE_FRACTIONS`, both measurements' cost counted), the agent's re-rank scored on
   all 5,000 val images (:data:`Config.rerank_val_images`) instead of 2,048. The fine table
-  is given to the baseline too: the agent must win by its search, not by better data.
+  is given to the baseline too: the agent must win by its search, not by better data;
+- ``agent_ft_rerank``: ``agent_fine``'s search, its :data:`Config.ft_rerank_top` best
+  candidates re-scored by the study's own fine-tuning recipe (KD on
+  :data:`Config.ft_rerank_images` seeded training images, seed 100, not a cell's seed), top-1 on
+  all 5,000 val images: the costliest proxy there is, the recipe itself.
 
 Searches and the sensitivity table score candidates on held-out ``val`` images only. Each
 pruned model is fine-tuned with one recipe for all (KD from the unpruned model, per-step
@@ -75,7 +79,10 @@ from .taskqueue import ResultStore, Task
 INPUT = (1, 3, 32, 32)
 BASELINES = ("uniform_l1", "global_magnitude", "isomorphic_taylor")
 SEARCHED = ("fastnas_sensitivity", "agent", "agent_sensitivity", "agent_kd_rerank", "fastnas_sensitivity_fine",
-            "agent_fine")
+            "agent_fine", "agent_ft_rerank")
+#: The full-recipe re-rank's training images are picked, ordered and augmented by this seed.
+FT_RERANK_SEED = 100
+TRAIN_BATCH = 128  # the recipe's batch (fine-tuning cells and the full-recipe re-rank)
 #: Shares added to the sensitivity table's (0.25, 0.5, 0.75) for the ``*_fine`` strategies,
 #: measured as two tasks (two workers) of two shares each.
 FINE_FRACTIONS = ((0.125, 0.625), (0.375, 0.875))
@@ -102,12 +109,15 @@ class Config:
     kd_proxy_steps: int = 50  # the fidelity study's short-KD proxy
     rerank_steps: int = 100  # agent_kd_rerank's KD proxy
     rerank_val_images: int | None = None  # agent_fine's re-rank top-1 on this many val images (None: all)
+    ft_rerank_top: int = 6  # agent_ft_rerank: candidates re-scored by the recipe itself
+    ft_rerank_images: int = 20_000  # agent_ft_rerank: training images of each re-scoring fine-tune
 
 
     @classmethod
     def quick(cls) -> Config:
         return cls(budgets=(0.5,), seeds=(0,), train_images=256, eval_images=128, bn_images=128, test_limit=500,
-                   max_revisions=3, kd_proxy_steps=4, rerank_steps=4, rerank_val_images=256)
+                   max_revisions=3, kd_proxy_steps=4, rerank_steps=4, rerank_val_images=256, ft_rerank_top=2,
+                   ft_rerank_images=128)
 
     def settings(self) -> dict[str, Any]:
         """What decides the results (cache key of every record)."""
@@ -115,7 +125,8 @@ class Config:
         d["recipe"] = self.recipe.to_dict()
         w = Path(self.weights)
         d["weights"] = sha256_file(w) if w.is_file() else "pretrained"
-        for k in ("budgets", "seeds", "strategies", "kd_proxy_steps", "rerank_steps", "rerank_val_images"):
+        for k in ("budgets", "seeds", "strategies", "kd_proxy_steps", "rerank_steps", "rerank_val_images",
+                  "ft_rerank_top", "ft_rerank_images"):
             d.pop(k)  # growing the study must not invalidate finished cells (proxy records say their steps)
         return d
 
@@ -226,7 +237,7 @@ def _fastnas_task(ctx: Context, budget: float, fine: bool = False) -> Callable[[
 
 
 def _agent_task(ctx: Context, budget: float, sensitivity: bool = False, rerank_top: int = 0,
-                fine: bool = False) -> Callable[[ResultStore], dict]:
+                fine: bool = False, full_recipe: bool = False) -> Callable[[ResultStore], dict]:
     def run(store: ResultStore) -> dict:
         from ..agents.backends import AnalystBackend
         from ..agents.search import AgenticSearch
@@ -243,13 +254,11 @@ def _agent_task(ctx: Context, budget: float, sensitivity: bool = False, rerank_t
         strategy, extra = res.strategy, {}
         if rerank_top:
             from ..agents.rerank import rerank
-            from ..training.kd_proxy import kd_proxy
 
-            steps = ctx.cfg.rerank_steps
-            evals = ctx.rerank_batches if fine else ctx.evaluator.eval_batches
-            rr = rerank(search, kd_proxy(ctx.teacher, steps=steps, eval_batches=evals), top=rerank_top)
+            proxy, extra = _rerank_proxy(ctx, fine, full_recipe)
+            rr = rerank(search, proxy, top=rerank_top)
             print(f"  {rr.summary()}", flush=True)
-            strategy, extra = rr.strategy, {"rerank": rr.to_dict(), "rerank_steps": steps}
+            strategy, extra = rr.strategy, {"rerank": rr.to_dict(), **extra}
         spent = time.perf_counter() - t0 + (table.seconds if table else 0.0)
         return {**extra, "strategy": strategy.to_dict(), "search_seconds": spent,
                 "score": res.score, "score_se": res.score_se, "default_score": res.default_score,
@@ -258,13 +267,28 @@ def _agent_task(ctx: Context, budget: float, sensitivity: bool = False, rerank_t
     return run
 
 
+def _rerank_proxy(ctx: Context, fine: bool, full_recipe: bool) -> tuple[Callable, dict[str, Any]]:
+    """The re-rank's scorer and what its record says about it: a short KD fine-tune
+    (``rerank_steps`` batches of 64), or with ``full_recipe`` the study's recipe on
+    ``ft_rerank_images`` training images (seed :data:`FT_RERANK_SEED`)."""
+    from ..training.kd_proxy import KDProxy, kd_proxy
+
+    cfg = ctx.cfg
+    evals = ctx.rerank_batches if fine else ctx.evaluator.eval_batches
+    if not full_recipe:
+        return kd_proxy(ctx.teacher, steps=cfg.rerank_steps, eval_batches=evals), {"rerank_steps": cfg.rerank_steps}
+    train = cifar10("train", batch_size=TRAIN_BATCH, limit=cfg.ft_rerank_images, seed=FT_RERANK_SEED)
+    proxy = KDProxy(ctx.teacher, train, list(evals), recipe=cfg.recipe, seed=FT_RERANK_SEED)
+    return proxy, {"rerank_images": len(train.dataset), "rerank_recipe": cfg.recipe.to_dict()}
+
+
 def kd_finetune(pruned: torch.nn.Module, teacher: torch.nn.Module, recipe: Recipe, train_images: int | None,
                 seed: int):
     """A copy of ``pruned`` fine-tuned by the study's recipe (KD from ``teacher``) on
     ``train_images`` training images picked, ordered and augmented by ``seed``:
     ``(student, FinetuneResult, images used)``."""
     student = copy.deepcopy(pruned).train()
-    train = cifar10("train", batch_size=128, limit=train_images, seed=seed)
+    train = cifar10("train", batch_size=TRAIN_BATCH, limit=train_images, seed=seed)
     ft = finetune(student, train, None, recipe, teacher=teacher, amp=False, seed=seed, progress=False)
     return student, ft, len(train.dataset)
 
@@ -298,7 +322,7 @@ def search_tasks(ctx: Context) -> list[Task]:
     groups = 30  # ResNet-56's prunable groups
     out = []
     per_eval = 3.0 * (cfg.eval_images + cfg.bn_images) / 1000
-    fine = {"fastnas_sensitivity_fine", "agent_fine"} & set(cfg.strategies)
+    fine = {"fastnas_sensitivity_fine", "agent_fine", "agent_ft_rerank"} & set(cfg.strategies)
     if {"fastnas_sensitivity", "agent_sensitivity", "agent_kd_rerank"} & set(cfg.strategies) or fine:
         out.append(Task("sensitivity", _sensitivity_task(ctx), estimate_s=groups * 3 * per_eval))
     if fine:
@@ -322,6 +346,11 @@ def search_tasks(ctx: Context) -> list[Task]:
     if "agent_fine" in cfg.strategies:
         out += [Task(search_key("agent_fine", b), _agent_task(ctx, b, True, rerank_top=3, fine=True),
                      deps=fine_deps, estimate_s=500) for b in cfg.budgets]
+    if "agent_ft_rerank" in cfg.strategies:
+        per = cfg.ft_rerank_images * cfg.recipe.epochs / 140.0 + 20
+        out += [Task(search_key("agent_ft_rerank", b),
+                     _agent_task(ctx, b, True, rerank_top=cfg.ft_rerank_top, fine=True, full_recipe=True),
+                     deps=fine_deps, estimate_s=120 + cfg.ft_rerank_top * per) for b in cfg.budgets]
     return out
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import seaborn as sns
 
 ORDER = ("uniform_l1", "global_magnitude", "isomorphic_taylor", "fastnas_sensitivity", "fastnas_sensitivity_fine",
-         "agent", "agent_sensitivity", "agent_kd_rerank", "agent_fine")
+         "agent", "agent_sensitivity", "agent_kd_rerank", "agent_fine", "agent_ft_rerank")
 
 
 def plot_accuracy_at_budget(cells: pd.DataFrame, baseline_top1: float | None = None):

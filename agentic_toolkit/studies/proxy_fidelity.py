@@ -48,7 +48,8 @@ EXTRAS = {
 }
 #: Twelve-plus candidates: the baselines, the searched strategies (per-group and per-scope
 #: shapes the agent actually compares; their cells are shared too) and the extras above.
-FIDELITY_STRATEGIES = BASELINES + SEARCHED + tuple(EXTRAS)
+#: ``agent_ft_rerank`` scores its candidates with the recipe itself: no proxy to check there.
+FIDELITY_STRATEGIES = BASELINES + tuple(n for n in SEARCHED if n != "agent_ft_rerank") + tuple(EXTRAS)
 PROXIES = ("bn_top1_512", "bn_top1_2048", "bn_neg_loss_2048", "bn_neg_kl_2048", "kd_top1_k50")
 KD_BATCH = 64  # the short-KD proxy's batch; its steps are Config.kd_proxy_steps (50)
 
