@@ -191,3 +191,16 @@ def test_sensitivity_tables_combine_in_the_plans_group_order():
         SensitivityTable.combine(table((0.25,)), table((0.5,), importance="taylor"))
     with pytest.raises(ToolkitError, match="same evaluator"):
         SensitivityTable.combine(table((0.25,)), table((0.5,), base=80.0))
+
+
+def test_full_recipe_rerank_scores_with_the_studys_own_recipe():
+    from agentic_toolkit.studies import at_budget as A
+
+    ctx = A.Context(A.Config.quick())
+    proxy, record = A._rerank_proxy(ctx, fine=True, full_recipe=True)
+    assert proxy.recipe == ctx.cfg.recipe and proxy.seed == A.FT_RERANK_SEED not in ctx.cfg.seeds
+    assert record["rerank_images"] == ctx.cfg.ft_rerank_images == len(proxy.train_batches.dataset)
+    assert proxy.eval_images == ctx.cfg.rerank_val_images  # the val images agent_fine re-ranks on
+    short, record = A._rerank_proxy(ctx, fine=False, full_recipe=False)
+    assert record == {"rerank_steps": ctx.cfg.rerank_steps} and len(short.train_batches) == ctx.cfg.rerank_steps
+    assert "agent_ft_rerank" in A.SEARCHED and "agent_ft_rerank" not in P.FIDELITY_STRATEGIES
