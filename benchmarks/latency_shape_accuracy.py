@@ -1,6 +1,6 @@
 """What do latency-shaped ratios cost in accuracy? Adapted CIFAR ResNet-56 at 50% of its MACs, NHWC
 CPU table (see ``agentic_toolkit.studies.latency_shape_accuracy``). Writes
-data/latency_shape_accuracy.csv; resumable (runs/latency_shape_accuracy.jsonl).
+data/latency_shape_accuracy.csv; resumable (task store runs/latency_shape_accuracy/).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/latency_shape_accuracy.py --threads 2    # ~15 min
 """
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     study = latency_shape_accuracy(
         args.fraction, (0,) if args.smoke else tuple(int(s) for s in args.seeds.split(",")), args.threads,
         256 if args.smoke else args.train_images, repeats=3 if args.smoke else 20,
-        cache=out_dir / "latency_shape_accuracy.jsonl" if args.smoke else CACHE, test_images=500 if args.smoke else None)
+        cache=out_dir / "latency_shape_accuracy" if args.smoke else CACHE, test_images=500 if args.smoke else None)
     out = write_table(study.to_frame(), out_dir / "latency_shape_accuracy.csv")
     print(f"{study.summary()}\n{machine_line(study.report['threads'])}\nwrote {out}")
     return 0

@@ -50,4 +50,9 @@ def test_latency_shape_accuracy_smoke(tmp_path):
     assert np.allclose(df["efficiency"], df["speedup"] / df["mac_ratio"])
     assert df["test_top1"].between(0, 100).all() and (df["train_images"] == 256).all()
     assert [json.loads(s)["round_to"] for s in df["strategy_json"]] == [None, "auto", "auto"]
-    assert (tmp_path / "latency_shape_accuracy.jsonl").is_file()  # the smoke run's own cell cache
+    store = list((tmp_path / "latency_shape_accuracy").glob("*.jsonl"))  # the smoke run's own cell store
+    assert sum(len(p.read_text().splitlines()) for p in store) == 3
+    assert _script("latency_shape_accuracy").main(["--smoke", "--threads", "1", "--out-dir", str(tmp_path)]) == 0
+    again = pd.read_csv(tmp_path / "latency_shape_accuracy.csv")
+    assert again["test_top1"].tolist() == df["test_top1"].tolist()  # read back, not fine-tuned again
+    assert sum(len(p.read_text().splitlines()) for p in tmp_path.glob("latency_shape_accuracy/*.jsonl")) == 3

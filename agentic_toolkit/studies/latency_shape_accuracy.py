@@ -7,12 +7,12 @@ table measured on this CPU in NHWC at batch 1, three fits land on the same MACs:
 ``round_to=None``, ``"auto"`` and ``"auto"`` latency-shaped. Each is timed against the unpruned
 model (NHWC, interleaved) and fine-tuned with the accuracy-at-budget recipe
 (:data:`~.at_budget.Config`: KD, ``train_images`` per seed), then top-1 on the JPEG test set.
-One JSON line per finished (variant, seed) in ``cache`` (a re-run skips it).
+One JSON line per finished (variant, seed) in the task store ``cache`` (a directory,
+:class:`~.taskqueue.ResultStore`; a re-run with the same settings skips it).
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,10 @@ from ..training.evaluation import evaluate
 from .at_budget import Config, kd_finetune
 from .latency_agent import teacher_latency_setup
 from .machine import StudyResult, annotate
+from .taskqueue import ResultStore
 
 VARIANTS = ("none", "auto", "auto+shape")
-CACHE = PROJECT_ROOT / "runs" / "latency_shape_accuracy.jsonl"
+CACHE = PROJECT_ROOT / "runs" / "latency_shape_accuracy"
 
 
 class ShapeAccuracyResult(StudyResult):
@@ -63,12 +64,12 @@ def latency_shape_accuracy(fraction: float = 0.5, seeds: tuple[int, ...] = (0, 1
     accuracy-at-budget study's; ``test_images`` limits the test set (smoke runs; default all)."""
     cfg = Config()
     n = train_images or cfg.train_images
-    done = _cached(cache, fraction, n, test_images)
+    store = ResultStore(cache, {"fraction": fraction, "train_images": n, "test_images": test_images})
     with torch_threads(threads or torch.get_num_threads()) as threads:
         model, _, x, plan, lat = teacher_latency_setup(threads, auto_round=True, channels_last=True)
         test = cifar10("test", batch_size=500, limit=test_images)
         for variant, fit in _fits(model, x, plan, lat, fraction, threads).items():
-            todo = [seed for seed in seeds if (variant, seed) not in done]
+            todo = [seed for seed in seeds if _key(variant, seed) not in store]
             if not todo:
                 continue
             pruned = fit.prune().model
@@ -82,22 +83,12 @@ def latency_shape_accuracy(fraction: float = 0.5, seeds: tuple[int, ...] = (0, 1
                        "speedup": timing["speedup_median"],
                        "efficiency": timing["speedup_median"] * fit.predicted_macs / fit.base_macs,
                        "test_top1": evaluate(student, test)["top1"], "strategy_json": fit.strategy.to_json()}
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                with cache.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                done[(variant, seed)] = row
+                store.put(_key(variant, seed), row)
                 print(f"{variant} seed {seed}: top-1 {row['test_top1']:.2f}, speedup {row['speedup']:.2f}x", flush=True)
-    rows = [done[(v, s)] for v in VARIANTS for s in seeds if (v, s) in done]
+    rows = [store.get(_key(v, s)) for v in VARIANTS for s in seeds if _key(v, s) in store]
     return ShapeAccuracyResult(annotate(pd.DataFrame(rows), threads=threads),
                                {"fraction": fraction, "seeds": list(seeds), "train_images": n, "threads": threads})
 
 
-def _cached(cache: Path, fraction: float, train_images: int, test_images: int | None) -> dict[tuple[str, int], dict]:
-    """The finished (variant, seed) rows of ``cache`` with these settings."""
-    done = {}
-    if cache.is_file():
-        for line in cache.read_text().splitlines():
-            r = json.loads(line)
-            if r["fraction"] == fraction and r["train_images"] == train_images and r.get("test_images") == test_images:
-                done[(r["variant"], r["seed"])] = r
-    return done
+def _key(variant: str, seed: int) -> str:
+    return f"{variant}/seed{seed}"
