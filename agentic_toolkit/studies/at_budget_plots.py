@@ -12,10 +12,11 @@ ORDER = ("uniform_l1", "global_magnitude", "isomorphic_taylor", "fastnas_sensiti
 
 def plot_accuracy_at_budget(cells: pd.DataFrame, baseline_top1: float | None = None):
     """Test top-1 of every seed (dots) and its mean +- std (bar), one panel per budget; the
-    search seconds are written under each strategy."""
+    search seconds are written beside each strategy's name."""
     budgets = sorted(cells["budget"].unique(), reverse=True)
-    fig, axes = plt.subplots(1, len(budgets), figsize=(5.2 * len(budgets), 4.2), squeeze=False)
     order = [s for s in ORDER if s in set(cells["strategy"])] + sorted(set(cells["strategy"]) - set(ORDER))
+    width = max(5.2, 0.6 * len(order) + 1.0)  # one strategy label per 0.6 inch
+    fig, axes = plt.subplots(1, len(budgets), figsize=(width * len(budgets), 4.6), squeeze=False)
     for ax, b in zip(axes[0], budgets, strict=True):
         d = cells[cells["budget"] == b]
         sns.pointplot(data=d, x="strategy", y="test_top1", order=order, errorbar="sd", linestyle="none",
@@ -24,8 +25,8 @@ def plot_accuracy_at_budget(cells: pd.DataFrame, baseline_top1: float | None = N
                       size=6, jitter=0.12, ax=ax)
         secs = d.groupby("strategy")["search_seconds"].first()
         ax.set_xticks(range(len(order)))
-        ax.set_xticklabels([f"{s}\n{secs.get(s, 0):.0f} s search" for s in order], rotation=30, ha="right",
-                           fontsize=8)
+        ax.set_xticklabels([f"{s} ({secs.get(s, 0):.0f} s)" for s in order], rotation=35, ha="right",
+                           rotation_mode="anchor", fontsize=8)
         if baseline_top1 is not None:
             ax.axhline(baseline_top1, color="grey", ls="--", lw=0.8, label=f"unpruned {baseline_top1:.2f}%")
             ax.legend(fontsize=8, loc="lower right")
