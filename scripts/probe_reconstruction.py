@@ -25,29 +25,33 @@ import torch.nn.functional as F
 
 from agentic_toolkit.data import cifar10
 from agentic_toolkit.paths import PROJECT_ROOT
+from agentic_toolkit.pruning.cutting import replay_history
+from agentic_toolkit.pruning.groups import build_graph
 from agentic_toolkit.pruning.strategy import Strategy
 from agentic_toolkit.studies import at_budget as A
 from agentic_toolkit.training.evaluation import evaluate
 
 
-def kept_channels(plan, fit) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``{layer: (kept input channels, kept output channels)}`` of every dense conv/linear: a
-    copy whose weights encode ``out * 4096 + in`` is cut like the pruned model (the plan's
-    index maps; exact in float32 below 4,096 channels)."""
-    probe = copy.deepcopy(plan.source)
+def kept_channels(source: nn.Module, pruned) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{layer: (kept input channels, kept output channels)}`` of every dense conv/linear of
+    ``pruned`` (a :class:`PruneResult` of ``source``): a copy of ``source`` whose weights encode
+    ``out * 4096 + in`` is cut by the result's pruning history (exact in float32 below 4,096
+    channels)."""
+    probe = copy.deepcopy(source)
+    graph = build_graph(probe, torch.zeros(pruned.input_shape))  # traced before the weights change
     layers = {n: m for n, m in probe.named_modules()
               if isinstance(m, (nn.Conv2d, nn.Linear)) and getattr(m, "groups", 1) == 1}
     with torch.no_grad():
         for m in layers.values():
             o, i = torch.meshgrid(torch.arange(m.weight.shape[0]), torch.arange(m.weight.shape[1]), indexing="ij")
             m.weight.copy_((o * 4096 + i).float().view(*o.shape, *[1] * (m.weight.dim() - 2)).expand_as(m.weight))
-    plan._cut(probe, plan.root_indices(fit.selection, fit.strategy))  # the same cut fit.prune() made
+        replay_history(graph, pruned.history)
     codes = {n: m.weight.reshape(*m.weight.shape[:2], -1)[:, :, 0].long() for n, m in layers.items()}
     return {n: (c[0] % 4096, c[:, 0] // 4096) for n, c in codes.items()}
 
 
-def _io(model: nn.Module, name: str, x: torch.Tensor, want_input: bool) -> torch.Tensor:
-    """Input (or output) of layer ``name`` on ``x``; the forward pass stops there."""
+def _io(model: nn.Module, layer: nn.Module, x: torch.Tensor, want_input: bool) -> torch.Tensor:
+    """Input (or output) of ``layer`` (a module of ``model``) on ``x``; the forward pass stops there."""
     class Stop(Exception):
         pass
 
@@ -57,7 +61,7 @@ def _io(model: nn.Module, name: str, x: torch.Tensor, want_input: bool) -> torch
         box["v"] = inp[0] if want_input else out
         raise Stop
 
-    handle = dict(model.named_modules())[name].register_forward_hook(hook)
+    handle = layer.register_forward_hook(hook)
     try:
         model(x)
     except Stop:
@@ -78,15 +82,15 @@ def _rows(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def reconstruct(pruned: nn.Module, teacher: nn.Module, kept: dict, images: list, ridge: float = 1e-3) -> nn.Module:
     """Refit, in forward order, every layer whose inputs lost channels (ridge least squares)."""
     pruned.eval()
-    mods = dict(pruned.named_modules())
+    mods, t_mods = dict(pruned.named_modules()), dict(teacher.named_modules())
     for name, (k_in, k_out) in kept.items():
-        m = mods[name]
-        if len(k_in) == dict(teacher.named_modules())[name].weight.shape[1]:
+        m, t = mods[name], t_mods[name]
+        if len(k_in) == t.weight.shape[1]:
             continue
         gram = cross = 0
         for x in images:
-            a = _rows(m, _io(pruned, name, x, True)).double()
-            y = _io(teacher, name, x, False)
+            a = _rows(m, _io(pruned, m, x, True)).double()
+            y = _io(teacher, t, x, False)
             b = (y[:, k_out] if y.dim() == 2 else y[:, k_out].flatten(2).transpose(1, 2).reshape(-1, len(k_out)))
             if isinstance(m, nn.Linear) and m.bias is not None:
                 a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
@@ -114,10 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     row = cells[(cells.budget == args.budget) & (cells.strategy == args.strategy)].iloc[0]
     fit = A.fit_to_budget(ctx.teacher, Strategy.from_json(row.strategy_json), ctx.target(args.budget), ctx.x,
                           plan=ctx.plan)
-    pruned = fit.prune().model
+    result = fit.prune()
+    pruned = result.model
     images = [x for x, _ in cifar10("train", batch_size=128, limit=1024, augment=False, shuffle=False, seed=123)]
     variants = {"pruned": pruned, "reconstructed": reconstruct(copy.deepcopy(pruned), ctx.teacher,
-                                                               kept_channels(ctx.plan, fit), images)}
+                                                               kept_channels(ctx.teacher, result), images)}
     val = list(cifar10("val", batch_size=500))
     done = set()
     if args.out.exists():

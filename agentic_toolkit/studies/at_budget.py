@@ -78,8 +78,10 @@ from .taskqueue import ResultStore, Task
 
 INPUT = (1, 3, 32, 32)
 BASELINES = ("uniform_l1", "global_magnitude", "isomorphic_taylor")
-SEARCHED = ("fastnas_sensitivity", "agent", "agent_sensitivity", "agent_kd_rerank", "fastnas_sensitivity_fine",
-            "agent_fine", "agent_ft_rerank")
+#: Searched strategies whose searches score candidates with a proxy (the fidelity study checks those).
+PROXY_SEARCHED = ("fastnas_sensitivity", "agent", "agent_sensitivity", "agent_kd_rerank", "fastnas_sensitivity_fine",
+                  "agent_fine")
+SEARCHED = PROXY_SEARCHED + ("agent_ft_rerank",)  # its final pick is scored by the recipe itself
 #: The full-recipe re-rank's training images are picked, ordered and augmented by this seed.
 FT_RERANK_SEED = 100
 TRAIN_BATCH = 128  # the recipe's batch (fine-tuning cells and the full-recipe re-rank)

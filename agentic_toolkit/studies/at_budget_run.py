@@ -35,7 +35,7 @@ from . import proxy_fidelity as P
 from .machine import annotate, machine_line, output_dir, write_table
 from .taskqueue import ResultStore, estimate, run_tasks
 
-AGENTS = ("agent", "agent_sensitivity", "agent_kd_rerank", "agent_fine", "agent_ft_rerank")
+AGENTS = tuple(n for n in A.STRATEGIES if n.startswith("agent"))
 #: The agent the README reports as the toolkit's (fixed before its test numbers existed).
 FINAL_AGENT = "agent_fine"
 

@@ -34,7 +34,15 @@ from ..data import cifar10
 from ..pruning.strategy import Strategy
 from ..training.evaluation import evaluate
 from ..training.kd_proxy import KDProxy
-from .at_budget import BASELINES, SEARCHED, Context, cell_key, cell_tasks, search_key, search_tasks
+from .at_budget import (
+    BASELINES,
+    PROXY_SEARCHED,
+    Context,
+    cell_key,
+    cell_tasks,
+    search_key,
+    search_tasks,
+)
 from .taskqueue import ResultStore, Task
 
 #: Fixed strategies besides the accuracy study's baselines (whose cells are shared with it).
@@ -48,8 +56,7 @@ EXTRAS = {
 }
 #: Twelve-plus candidates: the baselines, the searched strategies (per-group and per-scope
 #: shapes the agent actually compares; their cells are shared too) and the extras above.
-#: ``agent_ft_rerank`` scores its candidates with the recipe itself: no proxy to check there.
-FIDELITY_STRATEGIES = BASELINES + tuple(n for n in SEARCHED if n != "agent_ft_rerank") + tuple(EXTRAS)
+FIDELITY_STRATEGIES = BASELINES + PROXY_SEARCHED + tuple(EXTRAS)
 PROXIES = ("bn_top1_512", "bn_top1_2048", "bn_neg_loss_2048", "bn_neg_kl_2048", "kd_top1_k50")
 KD_BATCH = 64  # the short-KD proxy's batch; its steps are Config.kd_proxy_steps (50)
 
@@ -109,7 +116,7 @@ def tasks(ctx: Context) -> list[Task]:
     out = search_tasks(ctx)
     for b in ctx.cfg.budgets:
         out += [Task(proxies_key(b, n), _proxies_task(ctx, b, n), estimate_s=60,
-                     deps=(search_key(n, b),) if n in SEARCHED else ()) for n in FIDELITY_STRATEGIES]
+                     deps=(search_key(n, b),) if n in PROXY_SEARCHED else ()) for n in FIDELITY_STRATEGIES]
         cells = cell_tasks(ctx, FIDELITY_STRATEGIES, (0,))
         out += [t for t in cells if t.key.startswith(f"cell/{b:g}/")]
     return out
