@@ -8,9 +8,24 @@ The stages, one subpackage each: :mod:`~agentic_toolkit.profiling` (Profiling ag
 notebook needs is importable from here: ``import agentic_toolkit as at``.
 """
 
-from .agents import AgenticSearch, Proposal, SearchResult, propose_strategy, run_agentic_pruning
+from .agents import (
+    AgenticSearch,
+    Proposal,
+    SearchPreset,
+    SearchResult,
+    list_search_presets,
+    propose_strategy,
+    run_agentic_pruning,
+)
 from .benchmarking import BenchmarkResult, benchmark, export_onnx
 from .data import calibration_batches, cifar10, imagenet_folder
+from .errors import (
+    CheckpointError,
+    ChecksumError,
+    DataNotFoundError,
+    ToolkitError,
+    UnknownModelError,
+)
 from .models import create_model, list_models
 from .profiling import MacProfile, profile_macs
 from .pruning import (
@@ -43,6 +58,9 @@ __all__ = [
     "BenchmarkResult",
     "BudgetFit",
     "BudgetInfeasibleError",
+    "CheckpointError",
+    "ChecksumError",
+    "DataNotFoundError",
     "FinetuneResult",
     "LatencyModel",
     "MacProfile",
@@ -50,8 +68,11 @@ __all__ = [
     "PrunePlan",
     "PruneResult",
     "Recipe",
+    "SearchPreset",
     "SearchResult",
     "Strategy",
+    "ToolkitError",
+    "UnknownModelError",
     "__version__",
     "apply_isomorphic_prune",
     "benchmark",
@@ -68,6 +89,7 @@ __all__ = [
     "fit_to_budget",
     "get_plan",
     "imagenet_folder",
+    "list_search_presets",
     "list_importances",
     "list_models",
     "list_strategies",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .data_cache import cached_tensors
 from .errors import DataNotFoundError, ToolkitError
 from .hashing import verify_sha256
 from .models import CIFAR_MEAN, CIFAR_STD
@@ -129,13 +130,15 @@ def _archive_split(split: str, root, download: bool) -> tuple[torch.Tensor, torc
             ) from None
         return _torchvision_cifar(split, Path(root) if root else cache_dir() / "cifar10_download")
     digest = verify_sha256(archive, CIFAR_SHA256)
-    cache = cache_dir() / f"cifar10_jpg_{digest[:16]}.pt"
-    if not cache.exists():
+
+    def build() -> dict[str, torch.Tensor]:
         decoded = decode_cifar_archive(archive)
-        tmp = cache.with_suffix(".tmp")
-        torch.save({f"{s}_{k}": t for s, (x, y) in decoded.items() for k, t in (("images", x), ("labels", y))}, tmp)
-        tmp.replace(cache)  # atomic: an interrupted decode leaves no half-written cache
-    blob = torch.load(cache, map_location="cpu", weights_only=True)
+        return {f"{s}_{k}": t for s, (x, y) in decoded.items() for k, t in (("images", x), ("labels", y))}
+
+    # verified against the archive's and its own sha256; rebuilt when it cannot be trusted
+    blob = cached_tensors(cache_dir(), f"cifar10_jpg_{digest[:16]}", digest, build, (3, 32, 32))
+    if f"{split}_images" not in blob:
+        raise ToolkitError(f"the CIFAR-10 archive {archive} holds no '{split}' images")
     return blob[f"{split}_images"], blob[f"{split}_labels"]
 
 

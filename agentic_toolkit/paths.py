@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import DataNotFoundError
+from .errors import DataNotFoundError, ToolkitError
 
 #: Environment variable naming a data root (checked right after an explicit path).
 DATA_ENV = "AGENTIC_TOOLKIT_DATA"
@@ -69,7 +69,13 @@ def find_data_file(relative: str, root: str | Path | None = None, what: str = "f
 
 
 def cache_dir() -> Path:
-    """Directory for decoded data caches (``$AGENTIC_TOOLKIT_CACHE`` or ``~/.cache/agentic_toolkit``)."""
+    """Directory for decoded data caches (``$AGENTIC_TOOLKIT_CACHE`` or ``~/.cache/agentic_toolkit``),
+    created if needed; :class:`ToolkitError` when it is a file or cannot be created."""
     path = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "agentic_toolkit")).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission
+        raise ToolkitError(
+            f"cannot use the cache folder {path}: {exc.strerror or exc}. Set {CACHE_ENV}=<a writable folder>"
+        ) from None
     return path

@@ -19,6 +19,7 @@ import torch
 from IPython.display import display
 
 from .agents.history import history_frame
+from .agents.presets import PRESETS, search_preset
 from .plots import plot_convergence
 from .units import format_macs
 
@@ -60,7 +61,8 @@ class BudgetPanel:
         tolerance: tuple[float, float] = (1.0, 5.0),
         backend: str = "analyst",
         backends: Sequence[str] = ("analyst", "grid", "anthropic", "openai"),
-        max_revisions: int = 5,
+        max_revisions: int | None = None,
+        preset: str = "default",
         base_macs: int | None = None,
         search: Callable[..., Any] | None = None,
         **search_kwargs: Any,
@@ -96,12 +98,16 @@ class BudgetPanel:
                                         layout=W.Layout(width="170px"))
         self.backend = W.Dropdown(options=list(backends), value=backend, description="backend",
                                   layout=W.Layout(width="220px"))
-        self.max_revisions = W.IntSlider(value=max_revisions, min=1, max=20, description="max revisions",
+        self.preset = W.Dropdown(options=list(PRESETS), value=search_preset(preset).name, description="preset",
+                                 layout=W.Layout(width="220px"))
+        revisions = max_revisions or PRESETS[self.preset.value].max_revisions or 8
+        self.max_revisions = W.IntSlider(value=revisions, min=1, max=20, description="max revisions",
                                          style={"description_width": "100px"})
+        self.preset.observe(self._from_preset, names="value")
         self.run_button = W.Button(description="Run", button_style="primary", icon="play")
         self.run_button.add_class("agentic-run")
         self.run_button.on_click(lambda _: self._run_safely())
-        self.progress = W.IntProgress(value=0, min=0, max=max_revisions, description="revisions")
+        self.progress = W.IntProgress(value=0, min=0, max=revisions, description="revisions")
         self.status = W.HTML("<i>set a target and press Run</i>")
         self.history_html = W.HTML()
         self.history_html.add_class("agentic-history")
@@ -117,7 +123,7 @@ class BudgetPanel:
             self.target_gmacs,
             self.target_pct,
             W.HBox([self.over, self.under, self.backend]),
-            W.HBox([self.max_revisions, self.run_button]),
+            W.HBox([self.preset, self.max_revisions, self.run_button]),
             W.HBox([self.progress, self.status]),
             W.HBox([self.history_html, self.plot_out]),
             self.result_html,
@@ -130,6 +136,10 @@ class BudgetPanel:
             self._syncing = True
             self.target_pct.value = 100.0 * change["new"] * 1e9 / self.base_macs
             self._syncing = False
+
+    def _from_preset(self, change: dict) -> None:
+        """A preset brings its revision budget (a timed one leaves the slider as it is)."""
+        self.max_revisions.value = PRESETS[change["new"]].max_revisions or self.max_revisions.value
 
     def _from_pct(self, change: dict) -> None:
         if not self._syncing:
@@ -178,7 +188,8 @@ class BudgetPanel:
             self.result = search(
                 self.model, self.target_macs, self.example_inputs,
                 tolerance=self.tolerance, max_revisions=self.max_revisions.value,
-                backend=self.backend.value, on_revision=self._on_revision, **self.search_kwargs,
+                backend=self.backend.value, preset=self.preset.value, on_revision=self._on_revision,
+                **self.search_kwargs,
             )
         finally:
             self.run_button.disabled = False

@@ -49,6 +49,7 @@ def search(model, x, evaluator, log, resume=False, plan=None, backend="analyst")
     return run_agentic_pruning(
         model, target, x, evaluator=evaluator, max_revisions=4, patience=2, log_path=log,
         resume=resume, progress=False, plan=plan, backend=make_backend(backend),
+        sensitivity=None if backend == "analyst" else False,  # an LLM proposes every revision
     )
 
 

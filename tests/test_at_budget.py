@@ -159,7 +159,7 @@ def test_efficiency_allocation_meets_the_target_exactly(r20_calibrated, small_pr
         at.AgenticSearch(model, target, x, plan=plan, sensitivity=True, progress=False)
 
 
-def test_readme_result_table_is_generated_from_the_committed_csv():
+def test_results_doc_table_is_generated_from_the_committed_csv():
     from pathlib import Path
 
     from agentic_toolkit.studies import at_budget_run as R
@@ -171,8 +171,8 @@ def test_readme_result_table_is_generated_from_the_committed_csv():
         cells["strategy"])
     block = R.readme_block(R.summary_frame(cells), cells)
     start, end = R.README_MARKERS
-    readme = (root / "README.md").read_text()
-    assert readme.split(start, 1)[1].split(end, 1)[0].strip() == block.strip()
+    doc = (root / "docs" / "results.md").read_text()
+    assert doc.split(start, 1)[1].split(end, 1)[0].strip() == block.strip()
 
 
 def test_sensitivity_tables_combine_in_the_plans_group_order():

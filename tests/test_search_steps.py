@@ -31,6 +31,7 @@ def _search(r20, case, **kw):
     model, x, plan = r20
     opts = dict(CASES[case])
     target = int(opts.pop("fraction") * plan.base_macs)
+    kw.setdefault("sensitivity", False)  # the backends' own proposals from revision 2 on (no sensitivity seeds)
     return at.AgenticSearch(model, target, x, max_revisions=3, plan=plan, progress=False, **opts, **kw)
 
 

@@ -108,7 +108,7 @@ def test_the_loop_records_why_and_sums_usage(r20, tmp_path):
         backend = AnthropicBackend(api_key=KEY, base_url=srv.url, retries=0)
         res = at.run_agentic_pruning(model, int(0.5 * plan.base_macs), x, backend=backend, plan=plan, log_path=log,
                                      evaluator=lambda m: 1.0, patience=5, max_revisions=3, progress=False,
-                                     system=system)
+                                     system=system, sensitivity=False)
     recs = res.records
     assert [(r["fallback"], r["repaired"]) for r in recs] == [(True, False), (False, True), (False, False)]
     assert any("empty object" in e for e in recs[0]["backend_errors"])

@@ -9,12 +9,14 @@ Claude, OpenAI-compatible), ``prompts/`` (the packaged prompt templates).
 
 from .analysis import Proposal, propose_strategy
 from .master import run_agentic_pruning
+from .presets import SearchPreset, list_search_presets
 from .rerank import RerankResult, rerank
 from .result import SearchResult
 from .search import AgenticSearch
 from .sensitivity import SensitivityTable, measure_sensitivity, sensitivity_search
 
 __all__ = [
-    "AgenticSearch", "Proposal", "RerankResult", "SearchResult", "SensitivityTable", "measure_sensitivity",
-    "propose_strategy", "rerank", "run_agentic_pruning", "sensitivity_search",
+    "AgenticSearch", "Proposal", "RerankResult", "SearchPreset", "SearchResult", "SensitivityTable",
+    "list_search_presets", "measure_sensitivity", "propose_strategy", "rerank", "run_agentic_pruning",
+    "sensitivity_search",
 ]

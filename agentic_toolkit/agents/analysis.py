@@ -26,6 +26,7 @@ from ..pruning.budget import check_tolerance
 from ..pruning.strategy import Strategy, StrategyError
 from ..units import parse_macs
 from .backends import AnalystBackend, Backend, BackendError, ProposalContext, Reply, make_backend
+from .backends.base import cap_reply
 from .prompting import (
     REQUIRED_FIELDS,
     ROLES,
@@ -126,8 +127,11 @@ def parse_strategy_reply(
     :data:`~agentic_toolkit.agents.prompting.REQUIRED_FIELDS`, so ``{}`` is refused); other
     missing fields are taken from ``base``; a ``{"strategy": {...}, "rationale": ...}``
     wrapper is accepted; multiplier keys must be known scope names (when ``scope_names`` is
-    given). A :class:`Reply` cut off at the token limit (``truncated``) is refused.
+    given). A :class:`Reply` cut off at the token limit (``truncated``), or one with a
+    ``problem`` (not decodable, too long: :func:`~agentic_toolkit.agents.backends.base.cap_reply`), is refused.
     """
+    if isinstance(reply, Reply) and reply.problem:
+        raise StrategyError([reply.problem])
     if isinstance(reply, Reply) and reply.truncated:
         raise StrategyError([TRUNCATED + "; answer again, completely and more briefly"])
     if isinstance(reply, Reply):
@@ -190,6 +194,7 @@ def build_context(
     base_strategy: Strategy | None = None,
     constraints: dict | None = None,
     latency: dict | None = None,
+    min_macs: Callable[[Strategy], int] | None = None,
 ) -> ProposalContext:
     """Validate the inputs of :func:`propose_strategy` into a :class:`ProposalContext`."""
     target = parse_macs(target_macs)
@@ -214,6 +219,7 @@ def build_context(
         base_strategy=base_strategy or Strategy(),
         constraints=dict(constraints or {}),
         latency=dict(latency) if latency else None,
+        min_macs=min_macs,
     )
 
 
@@ -248,7 +254,7 @@ class _Exchange:
     def send(self, messages: list[dict]) -> Reply:
         t0 = time.perf_counter()
         try:
-            reply = self.backend.request(messages, reply_schema(), **self.kwargs)
+            reply = cap_reply(self.backend.request(messages, reply_schema(), **self.kwargs))
         except BackendError:
             self.seconds += time.perf_counter() - t0
             raise
@@ -341,6 +347,7 @@ def propose_strategy(
     system: str | Path | None = None,
     constraints: dict | None = None,
     latency: dict | None = None,
+    min_macs: Callable[[Strategy], int] | None = None,
 ) -> Proposal:
     """Ask the Analysis agent (``backend``) for the next strategy.
 
@@ -355,12 +362,13 @@ def propose_strategy(
     :class:`Proposal`, also for the offline backends; the system text a model got too.
     ``constraints`` (budgets besides the MAC target) and ``latency`` (the device's latency
     summary, :func:`~agentic_toolkit.agents.latency_view.latency_info`) fill the prompt's
-    ``$constraints`` and ``$latency_profile``.
+    ``$constraints`` and ``$latency_profile``. ``min_macs`` (``strategy -> smallest reachable
+    MACs``) lets a planner keep its proposals within the solver's reach.
     """
     ctx = build_context(
         profile, scopes, history, target_macs, tolerance, base_macs=base_macs, revision=revision,
         max_revisions=max_revisions, solve_budget=solve_budget, base_strategy=base_strategy,
-        constraints=constraints, latency=latency,
+        constraints=constraints, latency=latency, min_macs=min_macs,
     )
     engine = make_backend(backend)
     fields = prompt_fields(ctx)

@@ -13,6 +13,7 @@ first line of a history.
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -138,6 +139,9 @@ def measure_candidate(search, record: dict, strategy: Strategy) -> nn.Module | N
     if not (record["in_band"] and search.evaluator is not None):
         return result.model
     record["score"], scored = score_model(search.evaluator, result.model)
+    if not math.isfinite(record["score"]):  # a failed evaluation: never the best, never built on
+        record.update(score=None, error="non-finite score", raw_score=repr(record["score"]))
+        return None
     n = getattr(search.evaluator, "eval_images", None)
     if isinstance(n, int) and not isinstance(n, bool) and n > 0:
         record["eval_images"] = n
@@ -238,7 +242,8 @@ def search_header(search, model_name: str) -> dict:
     }
     return {
         "type": "header", "version": FORMAT_VERSION, "model": model_name,
-        "target_macs": search.target_macs, "tolerance": list(search.tolerance),
+        "target_macs": search.target_macs, "target_given": getattr(search, "target_given", search.target_macs),
+        "tolerance": list(search.tolerance),
         "max_revisions": search.max_revisions, "patience": search.patience, "solve_budget": search.solve_budget,
         "revision_budget": getattr(search, "budget_choice", None),
         "counter": getattr(search, "counter", "macs"),
@@ -249,6 +254,7 @@ def search_header(search, model_name: str) -> dict:
         "calibration_sha256": calibration_fingerprint(getattr(search.plan, "calibration", None)),
         "templates": templates, "system_prompt": system,
         "constraints": getattr(search, "constraints", None) or None, "latency": getattr(search, "latency", None),
+        "preset": search.preset.name, "sensitivity": search.sensitivity_spec,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 

@@ -8,9 +8,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import ToolkitError
+from ..inputs import check_model_inputs
 from ..pruning.budget import check_tolerance
-from ..units import parse_macs
 from .history import HistoryLog
+from .targets import check_target
 
 #: Header fields that must match for ``resume=True`` to continue a log: everything that
 #: changes the outcome (the backend's operational settings excepted, see
@@ -18,7 +19,7 @@ from .history import HistoryLog
 RESUME_KEYS = (
     "version", "target_macs", "tolerance", "solve_budget", "max_revisions", "patience", "base_macs",
     "weights_sha256", "base_strategy", "backend_name", "backend", "evaluator", "calibration_sha256",
-    "templates", "constraints",
+    "templates", "constraints", "sensitivity",
 )
 #: Backend settings that may change between sessions without changing what is proposed
 #: (a resumed search may reach the same model through another endpoint, wait longer...).
@@ -26,20 +27,24 @@ BACKEND_OPERATIONAL = ("base_url", "timeout_s", "retries")
 
 def validate_inputs(
     target_macs, tolerance, max_revisions, patience, evaluator, model, example_inputs
-) -> tuple[int, tuple[float, float]]:
+) -> tuple[int | str, tuple[float, float]]:
     """``(target MACs, (over, under))``; :class:`ToolkitError` naming the first bad input.
+
+    A percentage target (``"50%"``) is returned as given, to be resolved against the
+    model's MACs (:func:`~agentic_toolkit.agents.targets.resolve_target`).
 
     ``max_revisions`` and ``patience`` may be None (chosen by the search, see
     :func:`~agentic_toolkit.agents.candidates.revision_budget`)."""
     if not isinstance(model, nn.Module):
         raise ToolkitError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    target = parse_macs(target_macs)
+    target = check_target(target_macs)
     tol = check_tolerance(tolerance)
     for name, value in (("max_revisions", max_revisions), ("patience", patience)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ToolkitError(f"{name} must be an integer >= 1 (or None for the default), got {value!r}")
     if example_inputs is None:
         raise ToolkitError("example_inputs is required, e.g. torch.randn(1, 3, 224, 224)")
+    check_model_inputs(model, example_inputs)
     if evaluator is not None and not callable(evaluator):
         raise ToolkitError("evaluator must be a callable model -> score (higher is better), or None")
     return target, tol

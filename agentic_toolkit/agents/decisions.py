@@ -41,7 +41,10 @@ def recent_out_of_band_errors(revs: list[dict]) -> list[float]:
 
 
 def best_revision(revs: list[dict]) -> dict | None:
-    """The best record: in band with the highest score (earliest on ties), else the closest."""
+    """The best record: in band with the highest score (earliest on ties), else the closest.
+
+    A failed revision (``error``, e.g. a non-finite score) is never the best."""
+    revs = [r for r in revs if not r.get("error") and _finite_or_none(r.get("score"))]
     in_band = [r for r in revs if r.get("in_band")]
     if in_band:
         return max(
@@ -52,6 +55,11 @@ def best_revision(revs: list[dict]) -> dict | None:
     if not measured:
         return None
     return min(measured, key=lambda r: (abs(r["error_pct"]), r["revision"]))
+
+
+def _finite_or_none(score) -> bool:
+    """True for no score or a finite number (NaN and infinities are failed evaluations)."""
+    return score is None or (isinstance(score, (int, float)) and math.isfinite(score))
 
 
 def best_record(revs: list[dict], *, scored: bool, default_images: int = DEFAULT_EVAL_IMAGES) -> dict | None:
@@ -74,24 +82,26 @@ def best_record(revs: list[dict], *, scored: bool, default_images: int = DEFAULT
 
 def stop_reason(
     revs: list[dict], *, max_revisions: int, has_evaluator: bool, patience: int,
-    default_images: int = DEFAULT_EVAL_IMAGES,
+    default_images: int = DEFAULT_EVAL_IMAGES, since: int = 0,
 ) -> str | None:
     """Why the search should stop after these revisions, or None to go on.
 
     With an evaluator, ``patience`` counts the revisions since the last kept move (the
-    incumbent of :func:`best_record`).
+    incumbent of :func:`best_record`), or since revision ``since`` when that is later (a
+    search extended after ``since`` revisions, :mod:`~agentic_toolkit.agents.extension`,
+    which also lifts a stop written into revision ``since`` or before).
     """
     if not revs:
         return None
     last = revs[-1]
-    if last.get("stop"):
+    if last.get("stop") and last["revision"] > since:
         return last["stop"]
     in_band = [r for r in revs if r.get("in_band")]
     if in_band and not has_evaluator:
         return "converged"
-    if in_band and has_evaluator:
+    if in_band and has_evaluator and best_record(revs, scored=True, default_images=default_images) is not None:
         best = best_record(revs, scored=True, default_images=default_images)
-        after = [r for r in revs if r["revision"] > best["revision"]]
+        after = [r for r in revs if r["revision"] > max(best["revision"], since)]
         if len(after) >= patience:
             return f"converged; no kept move in the last {patience} revision(s)"
     if len(revs) >= max_revisions:

@@ -105,8 +105,9 @@ def replay(
             continue
         rev = int(r.get("revision", len(steps) + 1))
         parent = int(inc["revision"]) if inc is not None else None
-        if r.get("error"):
-            steps.append(Step(rev, parent, "failed", text=f"failed: {str(r['error'])[:120]}"))
+        if r.get("error") or not _finite(r.get("score")):
+            why = r.get("error") or "non-finite score"
+            steps.append(Step(rev, parent, "failed", text=f"failed: {str(why)[:120]}"))
             continue
         if not r.get("in_band"):
             out = "failed" if solve_budget else "pending"
@@ -127,6 +128,11 @@ def replay(
         if outcome == "kept":
             inc = r
     return steps
+
+
+def _finite(score) -> bool:
+    """True for no score or a finite number (an old history may hold NaN from a failed evaluation)."""
+    return score is None or (isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score))
 
 
 def incumbent_revision(records: Sequence[dict], k: float = NOISE_K, default_images: int = DEFAULT_EVAL_IMAGES) -> int | None:

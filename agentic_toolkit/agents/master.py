@@ -26,8 +26,11 @@ def run_agentic_pruning(model: nn.Module, target_macs: int | float | str, exampl
     ``solve_budget``, ``log_path``, ``resume``, ``base_strategy``, ``prompt``,
     ``repair_prompt``, ``system``, ``patience``, ``model_name``, ``progress``, ``plan``,
     ``on_revision``, ``counter``, ``sensitivity``, ``constraints``, ``device``, ``threads``,
-    ``latency_model``), see :class:`~agentic_toolkit.agents.search.AgenticSearch`. Bad input
-    raises :class:`~agentic_toolkit.errors.ToolkitError` before any work is done. Returns the
+    ``latency_model``, ``preset``), see :class:`~agentic_toolkit.agents.search.AgenticSearch`;
+    ``target_macs`` may be a share such as ``"50%"``. Bad input
+    raises :class:`~agentic_toolkit.errors.ToolkitError` before any work is done; ``resume=True``
+    with a ``max_revisions`` above the logged one extends the search
+    (:meth:`~agentic_toolkit.agents.search.AgenticSearch.extend`). Returns the
     :class:`SearchResult` holding the best pruned model.
     """
     return AgenticSearch(model, target_macs, example_inputs, **options).run()

@@ -35,11 +35,14 @@ from .decisions import (
     takeover_active,
 )
 from .exploration import DEFAULT_EVAL_IMAGES
-from .history import HistoryLog, MemoryLog, history_frame
+from .extension import extend_search, open_extensions, resume_budget
+from .history import HistoryLog, MemoryLog, history_frame, releases_log_on_error
 from .latency_view import prepare_constraints
+from .presets import SearchPreset, search_preset
 from .prompting import check_templates
 from .result import SearchResult
 from .sensitivity import seed_proposals
+from .targets import reach_oracle, resolve_target
 
 
 class AgenticSearch:
@@ -69,6 +72,8 @@ class AgenticSearch:
     remaining revisions to the offline analyst (decided on, and written into, the
     revision where it diverged: its ``handover`` field).
 
+    ``target_macs`` is a count (``4.16e9``, ``"450M"``) or a share of the model's MACs in
+    ``counter`` (``"50%"``; the header records the resolved count and ``target_given``).
     ``tolerance=(over, under)`` in percent: at most ``over`` % above and ``under`` % below
     the target. The history goes to ``log_path`` (JSONL, flushed every revision);
     ``resume=True`` continues a killed search from it (the finished revisions are read
@@ -84,11 +89,16 @@ class AgenticSearch:
     target, the band and every MAC number of the search are in: ``"macs"`` (default) or
     ``"torch_pruning"`` (``count_ops_and_params``, the paper's; see
     :func:`~agentic_toolkit.fit_to_budget`); the header and the result record it.
-    ``sensitivity=True`` (or a measured
-    :class:`~agentic_toolkit.agents.sensitivity.SensitivityTable`) lets the Profiling agent
-    measure each channel group's score drop with the evaluator first; revisions 2 and 3 are then
-    its two allocations for the target (per MAC saved, and by threshold as FastNAS does; see
-    :mod:`~agentic_toolkit.agents.sensitivity`), and the analyst explores from the best so far.
+    ``preset`` (``"fast"``, ``"default"``, ``"thorough"``: :func:`~agentic_toolkit.list_search_presets`)
+    bundles the settings below that trade search seconds for accuracy; a setting given
+    explicitly wins. With an evaluator, every preset lets the Profiling agent measure each
+    channel group's sensitivity first (the ``default``: 2 of 3 shares per group, adaptively,
+    scored by a cheap loss probe on the evaluator's first held-out images); revisions 2 and 3
+    are then its two allocations for the target (per MAC saved, and by threshold as FastNAS
+    does; see :mod:`~agentic_toolkit.agents.sensitivity`), and the analyst explores from the
+    best so far. The table is logged (``type: sensitivity``) and read back on resume.
+    ``sensitivity=False`` turns it off, a measured
+    :class:`~agentic_toolkit.agents.sensitivity.SensitivityTable` is used as given.
     ``constraints`` budgets parameters and/or latency besides the MAC target (as
     :func:`~agentic_toolkit.fit_to_budget`'s, e.g. ``{"latency": "60%", "params": "15M"}``,
     latency on ``device`` with ``threads``; ``latency_model=`` reuses a measured table): every
@@ -98,6 +108,7 @@ class AgenticSearch:
     latency per MAC (:mod:`~agentic_toolkit.agents.latency_view`).
     """
 
+    @releases_log_on_error
     def __init__(
         self,
         model: nn.Module,
@@ -127,6 +138,7 @@ class AgenticSearch:
         device: str = "cpu",
         threads: int | None = None,
         latency_model=None,
+        preset: str | SearchPreset = "default",
     ):
         self.target_macs, self.tolerance = validate_inputs(
             target_macs, tolerance, max_revisions, patience, evaluator, model, example_inputs
@@ -148,11 +160,17 @@ class AgenticSearch:
         self.log = HistoryLog(log_path, secrets, resume=resume) if log_path else MemoryLog(secrets)
         self._prepare(plan)
         prepare_constraints(self, constraints, device, threads, latency_model)
-        self.seeds, self.sensitivity = seed_proposals(self, sensitivity)
+        self.preset = search_preset(preset)
+        self.seeds, self.sensitivity, self.sensitivity_spec = seed_proposals(self, sensitivity, self.preset)
+        resuming = bool(self.log.records) and self.log.records[0].get("type") == "header"
+        if max_revisions is None and evaluator is not None and not resuming:  # a resumed one keeps its logged budget
+            max_revisions = self.preset.max_revisions
         #: How ``max_revisions`` and ``patience`` were chosen (the header's ``revision_budget``).
         self.budget_choice = revision_budget(self, max_revisions, patience)
         self.max_revisions, self.patience = self.budget_choice["max_revisions"], self.budget_choice["patience"]
+        self.max_revisions, extra = resume_budget(self.log.records, self.max_revisions)
         self._open_history(model_name_of(model, model_name))
+        open_extensions(self, extra)  # the logged extensions (and ``extra`` more revisions)
         #: The Master's stop decision (None while the search goes on).
         self.stop_reason: str | None = self._stop_reason()
         self._finish_if_done()
@@ -166,6 +184,7 @@ class AgenticSearch:
         self.profile = profile_macs(self.model, example_inputs=self.example_inputs)
         self.plan = get_plan(self.model, self.example_inputs, self.calibration, plan)
         self.base_macs = int(self.plan.base_count(self.counter))
+        self.target_given, self.target_macs = self.target_macs, resolve_target(self.target_macs, self.base_macs)
         over, under = self.tolerance
         self.band = (self.target_macs * (1 - under / 100.0), self.target_macs * (1 + over / 100.0))
         if self.base_macs <= self.band[1]:
@@ -182,6 +201,8 @@ class AgenticSearch:
             check_resume(self.log, header)
         else:
             self.log.append(header)
+            if self.sensitivity is not None:  # read back on resume instead of measured again
+                self.log.append({"type": "sensitivity", **self.sensitivity.to_dict()}, redact=False)
         #: The revision records so far (as logged), oldest first.
         self.records: list[dict] = [r for r in self.log.records if r.get("type") == "revision"]
         if self.on_revision is not None:
@@ -189,7 +210,7 @@ class AgenticSearch:
                 self.on_revision(r)
         #: The analyst proposes every remaining revision (after an LLM diverged).
         self.takeover = takeover_active(self.records)
-        self._result_logged = any(r.get("type") == "result" for r in self.log.records)
+        self._result_logged = self.log.records[-1].get("type") == "result"  # not followed by an extension
         self._held: tuple[int, nn.Module, float | None] | None = None  # (revision, model as scored, score)
         self._result: SearchResult | None = None
 
@@ -251,7 +272,7 @@ class AgenticSearch:
         if self.done:
             raise ToolkitError(
                 f"the search is done ({self.stop_reason}) after {len(self.records)} revision(s); "
-                "read .result, or start a new AgenticSearch"
+                "read .result, .extend(n) it for n more revisions, or start a new AgenticSearch"
             )
         revision = len(self.records) + 1
         t0 = time.perf_counter()
@@ -283,13 +304,24 @@ class AgenticSearch:
         self._finish_if_done()
         return {**logged, "stop_reason": self.stop_reason, "decision": self._decision(logged)}
 
+    def extend(self, n: int) -> None:
+        """Give the search ``n`` more revisions; :meth:`run` / :meth:`step` then go on from the history.
+
+        Logs an ``extend`` record; ``patience`` counts again from here, and a patience or
+        divergence stop is lifted (:mod:`~agentic_toolkit.agents.extension`).
+
+        Args:
+            n: how many revisions to add to ``max_revisions`` (an integer >= 1).
+        """
+        extend_search(self, n)
+
     # --- one revision -----------------------------------------------------------------------------
     def _propose(self, revision: int) -> tuple[dict[str, Any], Strategy]:
         """This revision's proposal as a record, and its strategy (an LLM repeating itself is replaced)."""
         common = dict(
             base_macs=self.base_macs, revision=revision, max_revisions=self.max_revisions,
             solve_budget=self.solve_budget, base_strategy=self.base_strategy, prompt=self.prompt,
-            constraints=self.constraints, latency=self.latency,
+            constraints=self.constraints, latency=self.latency, min_macs=reach_oracle(self.plan, self.counter),
         )
         args = (self.profile, self.scopes, self.records, self.target_macs, self.tolerance)
         use = "analyst" if self.takeover else self.engine
@@ -331,7 +363,7 @@ class AgenticSearch:
     def _stop_reason(self) -> str | None:
         return stop_reason(
             self.records, max_revisions=self.max_revisions, has_evaluator=self.evaluator is not None,
-            patience=self.patience, default_images=self.eval_images,
+            patience=self.patience, default_images=self.eval_images, since=self.patience_from,
         )
 
     def _decide_divergence(self, record: dict[str, Any]) -> None:
@@ -391,6 +423,10 @@ class AgenticSearch:
         if self.done and not self._result_logged:
             self.log.append({"type": "result", **self.result.to_dict()})
             self._result_logged = True
+
+    def close(self) -> None:
+        """Release the lock on the history file (also done when the search finishes or is collected)."""
+        self.log.close()
 
     def __repr__(self) -> str:
         state = f"done: {self.stop_reason}" if self.done else "running"

@@ -34,6 +34,8 @@ from ..pruning.strategy import Strategy
 
 #: Shares of a group's channels removed when measuring its sensitivity.
 FRACTIONS = (0.25, 0.5, 0.75)
+#: The columns of a table's frame, in order (a logged table is read back in this order).
+COLUMNS = ("group", "units", "fraction", "score", "drop")
 _UNPRUNED = 1e-3  # multiplier of a group the allocation leaves whole (must be > 0)
 
 
@@ -53,7 +55,9 @@ class SensitivityTable:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SensitivityTable:
-        return cls(pd.DataFrame(d["rows"]), d["unpruned_score"], d["importance"], d["seconds"])
+        frame = pd.DataFrame(d["rows"])
+        return cls(frame[[c for c in COLUMNS if c in frame] + [c for c in frame if c not in COLUMNS]],
+                   d["unpruned_score"], d["importance"], d["seconds"])
 
     @classmethod
     def combine(cls, *tables: SensitivityTable) -> SensitivityTable:
@@ -110,27 +114,64 @@ def measure_sensitivity(
     plan: PrunePlan | None = None,
     calibration=None,
     progress: bool = True,
+    adaptive: bool = False,
 ) -> SensitivityTable:
-    """Score ``model`` with each prunable group alone pruned by each share in ``fractions``."""
+    """Score ``model`` with each prunable group alone pruned by each share in ``fractions``.
+
+    Args:
+        model: the unpruned model; example_inputs: its example inputs.
+        evaluator: ``evaluator(model) -> score`` (higher is better), e.g. a proxy on val images.
+        importance: the criterion that picks each group's channels to cut.
+        fractions: the shares of a group's channels to cut, each in (0, 1).
+        plan: a :class:`PrunePlan` of ``model`` to reuse; calibration: its calibration batches.
+        adaptive: measure the middle share of every group first, then only the shares below it
+            for the groups more sensitive than the median and the shares above it for the rest
+            (about two probes per group instead of three: a sensitive group needs resolution
+            below, an insensitive one the larger cuts).
+
+    Returns:
+        A :class:`SensitivityTable` (one row per measured group and share).
+    """
+    fractions = sorted(fractions)
     if not fractions or not all(0 < f < 1 for f in fractions):
         raise ToolkitError(f"fractions must be shares in (0, 1), got {list(fractions)}")
     t0 = time.perf_counter()
     p = get_plan(model, example_inputs, calibration, plan)
-    strategy = Strategy(importance=importance, isomorphic=False, global_pruning=False)
-    base = float(evaluator(p.source))
-    jobs = [(k, g, f) for k, g in p.group_scopes().items() for f in sorted(fractions)]
-    rows = []
-    bar = _bar(len(jobs), progress)
-    for key, g, f in jobs:
-        n = min(int(round(f * g.units)), g.units - 1)
-        score = base
-        if n > 0:
-            pruned, _ = p.apply(Selection(f, removed_units={g.index: n}), strategy)
-            score = float(evaluator(pruned))
-        rows.append({"group": key, "units": g.units, "fraction": f, "score": score, "drop": base - score})
-        bar.update(1)
+    groups = p.group_scopes()
+    probe = _Probe(p, evaluator, Strategy(importance=importance, isomorphic=False, global_pruning=False))
+    if adaptive and len(fractions) > 1:
+        mid = fractions[len(fractions) // 2]
+        jobs = [(k, mid) for k in groups]
+        bar = _bar(len(groups) * (1 + (len(fractions) - 1) // 2), progress)
+        first = [probe.row(k, groups[k], f, bar) for k, f in jobs]
+        median = float(np.median([r["drop"] for r in first]))
+        rest = [(r["group"], f) for r in first
+                for f in (fractions[: len(fractions) // 2] if r["drop"] > median else fractions[len(fractions) // 2 + 1:])]
+        rows = first + [probe.row(k, groups[k], f, bar) for k, f in rest]
+    else:
+        bar = _bar(len(groups) * len(fractions), progress)
+        rows = [probe.row(k, g, f, bar) for k, g in groups.items() for f in fractions]
     bar.close()
-    return SensitivityTable(pd.DataFrame(rows), base, importance, time.perf_counter() - t0)
+    order = {k: i for i, k in enumerate(groups)}
+    rows.sort(key=lambda r: (order[r["group"]], r["fraction"]))
+    return SensitivityTable(pd.DataFrame(rows), probe.base, importance, time.perf_counter() - t0)
+
+
+class _Probe:
+    """Scores the model with one group cut by one share (the unpruned score once, first)."""
+
+    def __init__(self, plan: PrunePlan, evaluator: Callable[[nn.Module], float], strategy: Strategy):
+        self.plan, self.evaluator, self.strategy = plan, evaluator, strategy
+        self.base = float(evaluator(plan.source))
+
+    def row(self, key: str, group, share: float, bar) -> dict[str, Any]:
+        n = min(int(round(share * group.units)), group.units - 1)
+        score = self.base
+        if n > 0:
+            pruned, _ = self.plan.apply(Selection(share, removed_units={group.index: n}), self.strategy)
+            score = float(self.evaluator(pruned))
+        bar.update(1)
+        return {"group": key, "units": group.units, "fraction": share, "score": score, "drop": self.base - score}
 
 
 def sensitivity_search(
@@ -233,20 +274,37 @@ def seed_proposals_for(plan: PrunePlan, table: SensitivityTable, target_macs: in
             for st, why in seeds]
 
 
-def seed_proposals(search, sensitivity) -> tuple[list, SensitivityTable | None]:
-    """``(proposals, table)`` for an :class:`~agentic_toolkit.AgenticSearch`: the allocation
-    from ``sensitivity`` (``True``: measured now with the search's evaluator; a
-    :class:`SensitivityTable`; ``None``/``False``: no seed)."""
-    if sensitivity is None or sensitivity is False:
-        return [], None
-    if sensitivity is True:
+def seed_proposals(search, sensitivity, preset=None) -> tuple[list, SensitivityTable | None, dict | None]:
+    """``(proposals, table, spec)`` for an :class:`~agentic_toolkit.AgenticSearch`: the
+    allocations from ``sensitivity`` (``True``: measured now with the search's evaluator; a
+    :class:`SensitivityTable`; ``False``: none; ``None``: as the search ``preset`` says, which
+    measures only when there is an evaluator) and ``spec``, what decided the table (the history
+    header's ``sensitivity``; None without one). A table logged by the search being resumed is
+    read back, not measured again."""
+    if sensitivity is None:
+        sensitivity = bool(preset is not None and preset.sensitivity and search.evaluator is not None)
+    if sensitivity is False:
+        return [], None, None
+    if isinstance(sensitivity, SensitivityTable):
+        spec = {"given": True, "importance": sensitivity.importance, "rows": len(sensitivity.frame)}
+    elif sensitivity is True:
         if search.evaluator is None:
             raise ToolkitError("sensitivity=True measures with the evaluator: pass evaluator=")
-        sensitivity = measure_sensitivity(search.model, search.example_inputs, search.evaluator, plan=search.plan,
-                                          progress=search.progress)
-    if not isinstance(sensitivity, SensitivityTable):
+        spec = {"fractions": list(FRACTIONS), "adaptive": False, "probe": "evaluator"} if preset is None \
+            else preset.table_spec(search.evaluator)
+        logged = next((r for r in search.log.records if r.get("type") == "sensitivity"), None)
+        if logged is not None:
+            sensitivity = SensitivityTable.from_dict(logged)
+        elif preset is None:
+            sensitivity = measure_sensitivity(search.model, search.example_inputs, search.evaluator,
+                                              plan=search.plan, progress=search.progress)
+        else:
+            sensitivity = measure_sensitivity(search.model, search.example_inputs, preset.probe(search.evaluator),
+                                              plan=search.plan, progress=search.progress, fractions=preset.fractions,
+                                              adaptive=preset.adaptive)
+    else:
         raise ToolkitError(f"sensitivity must be True, False or a SensitivityTable, got {type(sensitivity).__name__}")
-    return seed_proposals_for(search.plan, sensitivity, search.target_macs), sensitivity
+    return seed_proposals_for(search.plan, sensitivity, search.target_macs), sensitivity, spec
 
 
 def _monotone_curves(frame: pd.DataFrame) -> dict[str, list[tuple[float, float]]]:

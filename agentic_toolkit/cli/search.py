@@ -1,5 +1,9 @@
 """``agentic-toolkit search MODEL --target-macs 4.16G --backend analyst [--constraint latency=60%] [--counter C] [--log run.jsonl] [--json]``.
 
+``--target-macs 50%`` is a share of the model's MACs in the ``--counter`` convention (the
+history header records the resolved count). ``--backend optuna`` (TPE) and ``--backend
+random`` are black-box baselines over the analyst's strategy space.
+
 ``--constraint KIND=VALUE`` (repeatable: ``params=15M``, ``latency=60%``, ``latency=12ms``)
 adds budgets besides the MAC target; every candidate is solved to meet all of them, latency
 on ``--device`` with ``--threads`` at the example input's batch size (a table measured once
@@ -22,12 +26,14 @@ from ..errors import ToolkitError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model name: cifar_resnet20/32/44/56 or any timm model")
-    parser.add_argument("--target-macs", required=True, help="MAC budget, e.g. 4.16G or 450M")
+    parser.add_argument("--target-macs", required=True,
+                        help="MAC budget, e.g. 4.16G or 450M, or a share of the model's MACs (in --counter), e.g. 50%%")
     parser.add_argument("--constraint", action="append", default=[], metavar="KIND=VALUE",
                         help="another budget, repeatable: params=15M, params=60%%, latency=12ms, latency=60%%")
     parser.add_argument("--device", default="cpu", help="device a latency budget is measured on: cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads of the latency measurement")
-    parser.add_argument("--backend", default="analyst", help="analyst (default, offline), grid, anthropic or openai")
+    parser.add_argument("--backend", default="analyst",
+                        help="analyst (default, offline), grid, optuna (TPE), random, anthropic or openai")
     parser.add_argument("--llm-model", default=None, help="model name for anthropic/openai (default: the backend's)")
     parser.add_argument("--base-url", default=None, help="endpoint for anthropic/openai (default: the env variable)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per LLM request")
@@ -35,8 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accepted percent above and below the target (default 1 5)")
     parser.add_argument("--counter", default="macs", choices=("macs", "torch_pruning"),
                         help="MAC convention of the target: macs (default) or torch_pruning (count_ops_and_params)")
+    parser.add_argument("--preset", default="default", choices=("fast", "default", "thorough"),
+                        help="search preset (with --proxy-batches): sensitivity table and revision budget; "
+                             "see agentic_toolkit.list_search_presets()")
     parser.add_argument("--max-revisions", type=int, default=None,
-                        help="default: 5 without --proxy-batches, else sized to the timed cost of one candidate")
+                        help="default: 5 without --proxy-batches, else the preset's")
     parser.add_argument("--no-solve-budget", action="store_true",
                         help="use the proposer's ratio as is (the paper's setting) instead of solving it")
     parser.add_argument("--importance", default=None, help="importance criterion of the base strategy")
@@ -84,13 +93,13 @@ def _backend(args):
 
 def run(args: argparse.Namespace) -> int:
     from ..agents.master import run_agentic_pruning
+    from ..agents.targets import check_target
     from ..models import create_model
     from ..pruning.constraints import check_constraints, fmt, parse_constraint_args
     from ..pruning.criteria import get_importance
     from ..pruning.strategy import Strategy
-    from ..units import parse_macs
 
-    target = parse_macs(args.target_macs)  # bad input fails before anything is built
+    target = check_target(args.target_macs)  # bad input fails before anything is built; "50%" stays a share
     constraints = parse_constraint_args(args.constraint)
     if "macs" in constraints:
         raise ToolkitError("give the MAC budget as --target-macs, not --constraint macs=...")
@@ -142,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.model,
         progress=not args.json and sys.stderr.isatty(),
         counter=args.counter,
+        preset=args.preset,
         constraints=constraints or None,
         device=args.device,
         threads=args.threads,

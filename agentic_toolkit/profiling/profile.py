@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ToolkitError
+from ..inputs import input_mismatch
 from ..units import format_macs
 from . import counter as _macs_counter
 from .tp_convention import counted_modules, tp_rules
@@ -228,8 +229,10 @@ def profile_macs(
             result = _macs_counter.run_pass(model, _real_input(model, shape) if inputs is None else inputs,
                                             "real", use_tp)
         except Exception as error:
+            why = input_mismatch(model, inputs) if inputs is not None else ""
             raise ToolkitError(
-                f"model '{name}' cannot run on an input of shape {tuple(shape)}: {_first_line(error)}. "
+                (f"{why}. " if why else "")
+                + f"model '{name}' cannot run on an input of shape {tuple(shape)}: {_first_line(error)}. "
                 "Pass input_size=(batch, channels, height, width) or example_inputs that the "
                 "model accepts."
             ) from error

@@ -33,6 +33,7 @@ from .apply import PruneResult, layer_widths
 from .attention import find_attention, sync_attention_attributes
 from .cutting import replay_history
 from .groups import build_graph
+from .persist_guard import base_spec, check_spec, checked_input_shape, staged_dir
 from .strategy import Strategy
 
 FORMAT = 1
@@ -61,7 +62,6 @@ def save_pruned(
     arch, why = architecture_spec(result.model, architecture, architecture_kwargs, result.base_widths)
     if architecture and arch is None:
         raise ToolkitError(f"architecture={architecture!r} does not describe this model: {why}")
-    out.mkdir(parents=True, exist_ok=True)
     spec = getattr(result.model, "toolkit_spec", None)
     meta = {
         "format": FORMAT,
@@ -80,10 +80,11 @@ def save_pruned(
         "notes": list(result.notes),
     }
     history = [[str(n), bool(o), [int(i) for i in idx]] for n, o, idx in result.history]
-    (out / "strategy.json").write_text(result.strategy.to_json(indent=2) + "\n")
-    (out / "history.json").write_text(json.dumps({"format": FORMAT, "history": history}) + "\n")
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    save_model(result.model, str(out / "model.safetensors"), metadata={"format": "pt"})
+    with staged_dir(out) as tmp:  # a crash leaves no half-written folder at `out`
+        (tmp / "strategy.json").write_text(result.strategy.to_json(indent=2) + "\n")
+        (tmp / "history.json").write_text(json.dumps({"format": FORMAT, "history": history}) + "\n")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        save_model(result.model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     return out
 
 
@@ -99,13 +100,13 @@ def write_pruned_dir(path: str | Path, model: nn.Module, source: str | Path, not
     texts = {name: (src / name).read_text() for name in ("strategy.json", "history.json")}
     if note:
         meta["notes"] = [*meta.get("notes", []), note]
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in texts.items():
-        (out / name).write_text(text)
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     # own CPU copies: the model may live on a GPU, in channels-last, or tie weights
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    with staged_dir(out) as tmp:
+        for name, text in texts.items():
+            (tmp / name).write_text(text)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     return out
 
 
@@ -222,32 +223,17 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
 
 
-def _base_model(meta: dict, base_model: nn.Module | str | None) -> nn.Module:
-    from ..models import create_model
-
+def _base_model(meta: dict, base_model: nn.Module | str | None, weights: Path) -> nn.Module:
+    """The unpruned model: a copy of ``base_model``, or built from the one checked spec
+    (:func:`~agentic_toolkit.pruning.persist_guard.base_spec`, checked before allocating)."""
     if isinstance(base_model, nn.Module):
         return copy.deepcopy(base_model)
-    arch = meta.get("architecture")
-    if isinstance(base_model, str):
-        source, _, name = base_model.rpartition(":")
-        if source:  # "timm:resnet18", "torchvision:resnet18": same arguments as recorded
-            kwargs = (arch or {}).get("kwargs") if (arch or {}).get("name") == name else {}
-            arch = {"source": source, "name": name, "kwargs": kwargs or {}}
-        else:
-            return create_model(base_model, num_classes=(meta.get("toolkit_spec") or {}).get("num_classes"))
-    if isinstance(arch, dict):
-        try:
-            return build_architecture(arch)
-        except UnknownModelError as exc:
-            raise CheckpointError(f"cannot rebuild the base architecture {arch}: {exc}") from None
-    spec = meta.get("toolkit_spec")  # folders written before "architecture" existed
-    if not spec or not spec.get("name"):
-        why = meta.get("architecture_note") or "it was not built by agentic_toolkit.create_model"
-        raise ToolkitError(
-            f"the saved model ({meta.get('model_class')}) has no recorded base architecture ({why}): "
-            "pass base_model=<an unpruned instance> or a model name such as 'timm:resnet18'"
-        )
-    return create_model(spec["name"], num_classes=spec.get("num_classes"), **(spec.get("kwargs") or {}))
+    spec = base_spec(meta, base_model)
+    check_spec(spec, weights)
+    try:
+        return build_architecture(spec)
+    except UnknownModelError as exc:
+        raise CheckpointError(f"cannot rebuild the base architecture {spec}: {exc}") from None
 
 
 def _load_weights(model: nn.Module, path: Path) -> tuple[list[str], list[str]]:
@@ -289,8 +275,8 @@ def load_pruned(path: str | Path, base_model: nn.Module | str | None = None) -> 
         raise CheckpointError(f"{root}: unsupported format {meta.get('format')!r} (this toolkit reads {FORMAT})")
     strategy = Strategy.from_json((root / "strategy.json").read_text())
     history = _read_json(root / "history.json").get("history", [])
-    model = _base_model(meta, base_model)
-    shape = tuple(int(s) for s in meta["input_shape"])
+    shape = checked_input_shape(meta)
+    model = _base_model(meta, base_model, root / "model.safetensors")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = torch.zeros(shape, dtype=dtype)
     params = dict(model.named_parameters())

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..errors import ToolkitError
+from ..inputs import check_model_inputs, input_mismatch
 from . import scopes as _scopes
 from .attention import find_attention, num_heads_map
 from .cutting import CuttingMixin
@@ -71,6 +72,7 @@ class PrunePlan(RankingMixin, CuttingMixin):
 
         if not isinstance(model, nn.Module):
             raise ToolkitError(f"expected a torch.nn.Module, got {type(model).__name__}")
+        check_model_inputs(model, example_inputs)
         self = cls()
         self.source = model
         self.example_inputs = as_inputs(example_inputs)
@@ -94,8 +96,10 @@ class PrunePlan(RankingMixin, CuttingMixin):
                 "this architecture cannot be pruned by agentic_toolkit"
             ) from None
         except Exception as exc:
+            why = input_mismatch(model, self.example_inputs)
             raise ToolkitError(
-                f"torch-pruning cannot trace {type(model).__name__} on inputs of shape {self.input_shape}: "
+                (f"{why}. " if why else "")
+                + f"torch-pruning cannot trace {type(model).__name__} on inputs of shape {self.input_shape}: "
                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             ) from exc
         self._tp_groups: dict[int, object] = {g.index: f for g, f in zip(self.groups, full_groups, strict=True)}

@@ -164,8 +164,8 @@ def write_reports(store: ResultStore, cfg: A.Config, out_dir: Path, accuracy: bo
         if update:
             from ..paths import PROJECT_ROOT
 
-            ok = update_readme(PROJECT_ROOT / "README.md", readme_block(summ, cells))
-            lines.append("README updated" if ok else "README has no accuracy-at-budget markers")
+            ok = update_readme(PROJECT_ROOT / "docs" / "results.md", readme_block(summ, cells))
+            lines.append("docs/results.md updated" if ok else "docs/results.md has no accuracy-at-budget markers")
     if fidelity:
         cand = candidates_frame(store, cfg)
         if len(cand):
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, default=None, help=f"task store (default {A.ROOT})")
     ap.add_argument("--out-dir", type=Path, default=None)
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--update-readme", action="store_true", help="rewrite the README's result table")
+    ap.add_argument("--update-readme", action="store_true", help="rewrite the result table in docs/results.md")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

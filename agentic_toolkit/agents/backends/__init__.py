@@ -1,7 +1,9 @@
 """Strategy backends and their registry (name -> class).
 
 ``make_backend("analyst")``, ``make_backend("anthropic", model=..., base_url=...)``,
-``make_backend(my_function)`` (any ``prompt -> text`` callable) or an instance as is.
+``make_backend(my_function)`` (any ``prompt -> text`` callable) or an instance as is;
+``make_backend("optuna")`` (TPE) and ``make_backend("random")`` are black-box baselines
+(:mod:`~agentic_toolkit.agents.backends.optuna_backend`).
 """
 
 from __future__ import annotations
@@ -37,12 +39,26 @@ def _openai(**kw: Any) -> Backend:
     return OpenAICompatBackend(**kw)
 
 
+def _optuna_tpe(**kw: Any) -> Backend:
+    from .optuna_backend import OptunaBackend
+
+    return OptunaBackend(sampler="tpe", **kw)
+
+
+def _random(**kw: Any) -> Backend:
+    from .optuna_backend import OptunaBackend
+
+    return OptunaBackend(sampler="random", **kw)
+
+
 #: Registered backend names -> factories taking keyword options.
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "analyst": AnalystBackend,
     "grid": GridBackend,
     "anthropic": _anthropic,
     "openai": _openai,
+    "optuna": _optuna_tpe,
+    "random": _random,
 }
 
 

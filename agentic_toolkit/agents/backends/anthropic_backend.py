@@ -13,13 +13,23 @@ Notes on the SDK (2.x, API version 2026-10-21):
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import ToolkitError
-from .base import BackendError, LLMBackend, Reply, RetryableError, RetryPolicy, system_prompt
+from .base import (
+    BackendError,
+    LLMBackend,
+    Reply,
+    RetryableError,
+    RetryPolicy,
+    system_prompt,
+    undecodable_reply,
+)
+from .http_limits import RequestGuard, guard_http_client
 
 #: A current Claude model that the installed SDK does not list as deprecated.
 DEFAULT_MODEL = "claude-sonnet-5-5"
@@ -94,6 +104,8 @@ class AnthropicBackend(LLMBackend):
             raise ToolkitError(f"timeout must be > 0 seconds, got {timeout!r}")
         self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
         self._client = client
+        #: ``timeout`` is the deadline of each whole request (not of each socket read).
+        self._guard = RequestGuard()
 
     # ------------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -120,7 +132,9 @@ class AnthropicBackend(LLMBackend):
                 kwargs["api_key"] = self._key
             else:
                 kwargs["auth_token"] = self._auth_token
-            self._client = anthropic.Anthropic(**kwargs)
+            http_client = anthropic.DefaultHttpxClient()
+            guard_http_client(http_client, self._guard)
+            self._client = anthropic.Anthropic(**kwargs, http_client=http_client)
         return self._client
 
     def repair_messages(self, prompt: str, reply: Reply, repair_text: str) -> list[dict]:
@@ -159,10 +173,17 @@ class AnthropicBackend(LLMBackend):
 
         def call():
             try:
-                return self.client().messages.create(**kwargs)
+                with self._guard.request(self.timeout):
+                    return self.client().messages.create(**kwargs)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # an HTTP 200 body that is no reply
+                return undecodable_reply(_body_of(exc), f"{type(exc).__name__}: {exc}"[:200])
             except anthropic.APITimeoutError as exc:
                 raise RetryableError(f"timed out after {self.timeout:g} s") from exc
             except anthropic.APIConnectionError as exc:
+                if self._guard.overflow:
+                    return undecodable_reply(b"", str(exc.__cause__ or exc)[:200])
+                if self._guard.expired:
+                    raise RetryableError(f"timed out after {self.timeout:g} s") from exc
                 raise RetryableError(f"connection failed: {exc}") from exc
             except anthropic.APIStatusError as exc:
                 status = exc.status_code
@@ -175,6 +196,10 @@ class AnthropicBackend(LLMBackend):
         t0 = time.perf_counter()
         message = self.policy.run(call, f"anthropic request to {self.model}", failures)
         seconds = time.perf_counter() - t0
+        if isinstance(message, Reply):  # undecodable: a bad reply (repaired, else the analyst)
+            message.meta.update(model=self.model, failed_attempts=failures)
+            message.seconds = seconds
+            return message
         text_parts, data, tool_id = [], None, None
         for block in message.content or []:
             kind = getattr(block, "type", None)
@@ -199,6 +224,13 @@ class AnthropicBackend(LLMBackend):
             text="\n".join(text_parts), data=data, meta=meta, stop_reason=STOP_REASONS.get(raw_stop, raw_stop),
             usage=tokens, seconds=seconds,
         )
+
+
+def _body_of(exc: ValueError) -> bytes | str:
+    """The undecodable body a JSON or UTF-8 error was raised on (as far as it says)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.doc
+    return getattr(exc, "object", b"") or b""
 
 
 def _retry_after(exc) -> float | None:

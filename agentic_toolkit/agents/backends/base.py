@@ -23,6 +23,10 @@ from typing import Any
 from ...errors import ToolkitError
 from ...pruning.strategy import Strategy
 
+#: The longest reply kept (UTF-8 bytes of the text and tool input): a longer one is cut to
+#: this, recorded as too long and treated as a bad reply (repaired, else the analyst proposes).
+MAX_REPLY_BYTES = 256 * 1024
+
 #: The packaged prompt templates (``analysis.txt``, ``repair.txt``, ``system.txt``).
 PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
@@ -56,6 +60,9 @@ class ProposalContext:
     the budgets besides the MAC target (``{"latency": "60%"}``); ``latency``: the device and
     unpruned latency when a latency table is known (the scope table then has
     ``latency_share`` and ``latency_per_mac``; :mod:`~agentic_toolkit.agents.latency_view`).
+    ``min_macs``: ``strategy -> the smallest MACs it can reach at any ratio`` (in a search,
+    :func:`~agentic_toolkit.agents.targets.reach_oracle`), so that a planner can keep its
+    proposals within the budget solver's reach; None outside a search.
     """
 
     target_macs: int
@@ -70,6 +77,7 @@ class ProposalContext:
     base_strategy: Strategy = field(default_factory=Strategy)
     constraints: dict = field(default_factory=dict)
     latency: dict | None = None
+    min_macs: Callable[[Strategy], int] | None = None
 
     @property
     def band(self) -> tuple[float, float]:
@@ -97,7 +105,9 @@ class Reply:
     Backends also fill ``stop_reason`` (normalised: ``"end"``, ``"tool"``, ``"max_tokens"`` for
     a reply cut off by the token limit, or the server's raw value), ``usage`` (``input_tokens``
     and ``output_tokens`` when the server reports them) and ``seconds`` (wall time of the
-    request, retries included).
+    request, retries included). ``problem`` says why the reply cannot be used as received
+    (an HTTP body that is not JSON or not UTF-8, a reply over :data:`MAX_REPLY_BYTES`): the
+    Analysis agent treats it as a bad reply (one repair request, then the analyst).
     """
 
     text: str
@@ -106,6 +116,7 @@ class Reply:
     stop_reason: str | None = None
     usage: dict = field(default_factory=dict)
     seconds: float | None = None
+    problem: str | None = None
 
     @property
     def truncated(self) -> bool:
@@ -120,6 +131,32 @@ class Reply:
         if self.data is not None:
             parts.append(json.dumps(self.data, sort_keys=True))
         return "\n".join(parts)
+
+
+def cut_bytes(text: str, limit: int = MAX_REPLY_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (never inside a character)."""
+    data = text.encode("utf-8", "replace")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
+
+
+def cap_reply(reply: Reply, limit: int = MAX_REPLY_BYTES) -> Reply:
+    """``reply``, or when its raw text is longer than ``limit`` bytes a reply holding the first
+    ``limit`` bytes as text, with ``problem`` saying it was too long."""
+    raw = reply.raw()
+    size = len(raw.encode("utf-8", "replace"))
+    if size <= limit:
+        return reply
+    problem = f"the reply is too long ({size:,} bytes; at most {limit:,} are read); answer briefly with one JSON object"
+    return Reply(text=cut_bytes(raw, limit), meta=reply.meta, stop_reason=reply.stop_reason, usage=reply.usage,
+                 seconds=reply.seconds, problem=reply.problem or problem)
+
+
+def undecodable_reply(body: bytes | str, why: str, meta: dict | None = None) -> Reply:
+    """A bad reply for an HTTP 200 body that is not what the API sends (not JSON, not UTF-8,
+    not a reply): its text is the body as far as it decodes (cut to :data:`MAX_REPLY_BYTES`)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    problem = f"the server's answer is not a valid reply ({why}); answer with one JSON object"
+    return Reply(text=cut_bytes(text), meta=dict(meta or {}), problem=problem)
 
 
 class Backend:

@@ -26,6 +26,7 @@ The formats, the ``response_format`` field and the reading of refusals live in
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -38,7 +39,16 @@ from typing import Any
 
 from ...errors import ToolkitError
 from .anthropic_backend import redact_url
-from .base import PROMPT_DIR, BackendError, LLMBackend, Reply, RetryableError, RetryPolicy
+from .base import (
+    PROMPT_DIR,
+    BackendError,
+    LLMBackend,
+    Reply,
+    RetryableError,
+    RetryPolicy,
+    undecodable_reply,
+)
+from .http_limits import RequestGuard, guarded_opener, read_capped
 from .openai_negotiation import (
     _VALIDATION_WORDS,
     FORMATS,
@@ -136,6 +146,8 @@ class OpenAICompatBackend(LLMBackend):
         self.max_tokens_field = "max_tokens"
         self.adaptations: list[str] = []
         self.confirmed = False  # a request went through with the current settings
+        #: ``timeout`` is the deadline of each whole request (not of each socket read).
+        self._guard = RequestGuard()
 
     # --- public surface ---------------------------------------------------------------------------
     @property
@@ -200,16 +212,33 @@ class OpenAICompatBackend(LLMBackend):
             raise BackendError(f"{redact_url(url)} refused every variant of the request: {'; '.join(failures)[-600:]}")
         self.confirmed = True
         self.adaptations += adapted_now
+        if isinstance(payload, Reply):  # an undecodable body: a bad reply (repaired, else the analyst)
+            payload.meta.update(model=self.model, failed_attempts=failures, response_format=self.format)
+            payload.seconds = time.perf_counter() - start
+            return payload
         return self._reply(payload, failures, adapted_now, time.perf_counter() - start)
 
-    def _post(self, url: str, body: dict) -> dict:
+    def _post(self, url: str, body: dict) -> dict | Reply:
+        """The decoded JSON answer, or a bad :class:`Reply` for a body that is none (not UTF-8,
+        not JSON, too long); the whole request keeps the deadline ``timeout``."""
         headers = {"Content-Type": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
         req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        with self._guard.request(self.timeout):
+            try:
+                return self._exchange(req, url, body)
+            except (OSError, http.client.HTTPException) as exc:
+                if self._guard.expired or isinstance(exc, TimeoutError):
+                    raise RetryableError(f"timed out after {self.timeout:g} s") from exc
+                if isinstance(exc, urllib.error.URLError):
+                    raise
+                raise RetryableError(f"connection to {redact_url(url)} failed: {exc}") from exc
+
+    def _exchange(self, req: urllib.request.Request, url: str, body: dict) -> dict | Reply:
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read().decode("utf-8", "replace"))
+            with guarded_opener(self._guard).open(req, timeout=self.timeout) as resp:
+                data, too_long = read_capped(resp)
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")[:2000]
             named = named_fields(detail, list(body), (body.get("response_format") or {}).get("type"))
@@ -225,14 +254,18 @@ class OpenAICompatBackend(LLMBackend):
                     retry_after = None
                 raise RetryableError(f"HTTP {exc.code}: {detail[:300]}", retry_after) from exc
             raise BackendError(f"HTTP {exc.code} from {redact_url(url)}: {detail[:300]}") from exc
-        except TimeoutError as exc:
-            raise RetryableError(f"timed out after {self.timeout:g} s") from exc
         except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
+            if isinstance(exc.reason, TimeoutError) or self._guard.expired:
                 raise RetryableError(f"timed out after {self.timeout:g} s") from exc
             raise RetryableError(f"connection to {redact_url(url)} failed: {exc.reason}") from exc
+        if self._guard.expired:
+            raise RetryableError(f"timed out after {self.timeout:g} s")
+        if too_long:
+            return undecodable_reply(data, f"the body is too long (over {len(data):,} bytes)")
+        try:
+            return json.loads(data.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BackendError(f"the server's answer is not JSON: {exc}") from exc
+            return undecodable_reply(data, f"{type(exc).__name__}: {exc}"[:200])
 
     # --- negotiation ----------------------------------------------------------------------------
     def _state(self) -> tuple:
@@ -281,8 +314,8 @@ class OpenAICompatBackend(LLMBackend):
             choice = payload["choices"][0]
             message = choice["message"]
             text = message.get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise BackendError(f"unexpected chat completion shape: {str(payload)[:300]}") from exc
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return undecodable_reply(json.dumps(payload), "not a chat completion", {"failed_attempts": failures})
         finish = choice.get("finish_reason")
         usage_in = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
         usage = {}
