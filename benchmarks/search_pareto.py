@@ -138,7 +138,8 @@ def run_search(cfg: Config, model: str, budget: float, searcher: str, store: Res
                                   **search_options(model, budget, searcher, store))
         res = search.run()
         strategy = res.strategy
-        probes = 0 if search.sensitivity is None or searcher == "thorough" else len(search.sensitivity.frame) + 1
+        # the table's probes (a cheaper copy of the proxy, its own object) and its unpruned score
+        probes = 0 if search.sensitivity is None else len(search.sensitivity.frame) + 1
         extra = {"revisions": res.revisions, "stop_reason": res.stop_reason, "search_score": res.score}
     seconds = time.perf_counter() - t0
     landed = at.fit_to_budget(teacher(model), strategy, goal, example(), plan=plan)
