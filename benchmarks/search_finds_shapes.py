@@ -58,6 +58,7 @@ def search_one(model, x, plan, fraction, proxy, calib, revisions, patience):
     search = at.AgenticSearch(
         model, int(fraction * plan.base_macs), x, max_revisions=revisions, patience=patience, evaluator=proxy,
         backend=AnalystBackend(eval_images=n), calibration=calib, plan=plan, progress=False,
+        sensitivity=False,  # what the analyst finds alone (the presets' tables: benchmarks/search_pareto.py)
     )
     res = search.run()
     wall = time.perf_counter() - t0

@@ -249,7 +249,7 @@ def _agent_task(ctx: Context, budget: float, sensitivity: bool = False, rerank_t
         search = AgenticSearch(
             ctx.teacher, ctx.target(budget), ctx.x, evaluator=ctx.evaluator, max_revisions=ctx.cfg.max_revisions,
             backend=AnalystBackend(eval_images=ctx.evaluator.eval_images), plan=ctx.plan, progress=False,
-            sensitivity=table,
+            sensitivity=table if table is not None else False,  # the study's own variants, not a preset's table
         )
         res = search.run()
         print(f"agent{'_sensitivity' if sensitivity else ''} @ {budget:g}: {res.summary()}", flush=True)

@@ -48,7 +48,8 @@ def _search(model, x, plan, lat, evaluator, latency: str, threads: int, revision
     target = int(0.99 * plan.base_macs)  # MACs are not what binds: the latency budget is
     search = AgenticSearch(model, target, x, plan=plan, evaluator=evaluator, max_revisions=revisions,
                            patience=max(3, revisions // 2),
-                           constraints={"latency": latency}, latency_model=lat, threads=threads, progress=False)
+                           constraints={"latency": latency}, latency_model=lat, threads=threads, progress=False,
+                           sensitivity=False)  # the analyst's latency view alone is what this study measures
     if not view:  # the ablation: the prompt and the analyst do not see where the latency is
         search.scopes = search.scopes.drop(columns=["latency_share", "latency_per_mac"])
     res = search.run()

@@ -182,8 +182,9 @@ def local_llm_search(
         Path(log_path).unlink()  # a fresh record, never a resume
     result = run_agentic_pruning(
         net, target, x, backend=backend, evaluator=evaluator, max_revisions=max_revisions, patience=patience,
-        solve_budget=solve_budget, log_path=log_path, model_name=model, progress=progress, **options,
-    )
+        solve_budget=solve_budget, log_path=log_path, model_name=model, progress=progress, sensitivity=False,
+        **options,
+    )  # the language model proposes every revision (no sensitivity seeds)
     return result, backend
 
 
