@@ -4,6 +4,7 @@ what machine it was measured on, and backs the claims the README makes from it."
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -26,12 +27,15 @@ OUTPUTS = {
     "bench_latency_budget.py": "bench_latency_budget.csv",
     "latency_agent.py": "latency_agent.csv",
     "latency_shape_accuracy.py": "latency_shape_accuracy.csv",
+    "search_pareto.py": "search_pareto.csv",
 }
 
 
 def _load(script: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{Path(script).stem}", BENCH_DIR / script)
+    name = f"bench_{Path(script).stem}"
+    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # a dataclass in the script looks its module up there
     spec.loader.exec_module(module)
     return module
 

@@ -20,8 +20,11 @@ from agentic_toolkit.agents.exploration import (
     widths_key,
 )
 from agentic_toolkit.agents.history import read_history
-from agentic_toolkit.errors import ToolkitError
+from agentic_toolkit.agents.presets import SearchPreset
 from agentic_toolkit.pruning.strategy import Strategy
+
+#: No sensitivity table and no revision budget: the search times one evaluator call to size it.
+TIMED = SearchPreset("timed", "the analyst alone, timed budget", sensitivity=False, max_revisions=None)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,8 @@ def test_a_candidate_with_the_same_widths_is_not_evaluated(r20):
 
     proxy = make_proxy(batches=2)
     res = at.run_agentic_pruning(model, int(0.5 * plan.base_macs), x, backend=scripted, evaluator=proxy,
-                                 calibration=calib, plan=plan, max_revisions=3, patience=3, progress=False)
+                                 calibration=calib, plan=plan, max_revisions=3, patience=3, progress=False,
+                                 sensitivity=False)
     r1, r2, r3 = res.records
     assert r1["proposed"]["multipliers"] != r2["proposed"]["multipliers"]  # different dicts...
     assert r2["widths_key"] == r1["widths_key"] and r2["cuts_key"] == r1["cuts_key"]  # ...the same model
@@ -88,7 +92,7 @@ def analyst_search(r20):
     model, x, calib, plan = r20
     proxy = make_proxy()
     res = at.run_agentic_pruning(model, int(0.5 * plan.base_macs), x, max_revisions=8, patience=8, evaluator=proxy,
-                                 calibration=calib, plan=plan, progress=False)
+                                 calibration=calib, plan=plan, progress=False, sensitivity=False)
     return res, proxy, plan
 
 
@@ -137,7 +141,7 @@ def test_the_search_stops_when_the_analyst_has_no_untried_move(r20):
 
     model, x, _, plan = r20
     search = at.AgenticSearch(model, int(0.5 * plan.base_macs), x, backend=Tired(), plan=plan, progress=False,
-                              evaluator=lambda m: 50.0, max_revisions=5, patience=5)
+                              evaluator=lambda m: 50.0, max_revisions=5, patience=5, sensitivity=False)
     assert search.step()["type"] == "revision" and not search.done
     out = search.step()
     assert out["type"] == "stop" and out["stop_reason"] == "the analyst has no untried move left"
@@ -150,7 +154,7 @@ def test_the_default_budget_is_timed_recorded_and_kept_on_resume(r20, tmp_path):
     target = int(0.5 * plan.base_macs)
     proxy = make_proxy(batches=2)
     search = at.AgenticSearch(model, target, x, evaluator=proxy, calibration=calib, plan=plan, log_path=log,
-                              progress=False)
+                              progress=False, preset=TIMED)
     header = read_history(log)[0]
     chosen = header["revision_budget"]
     assert proxy.calls == 1 and chosen["chosen"].startswith("timed") and chosen["evaluator_seconds"] > 0
@@ -164,13 +168,15 @@ def test_the_default_budget_is_timed_recorded_and_kept_on_resume(r20, tmp_path):
     # resumed: the logged budget, not a new timing (which could differ and refuse the resume)
     proxy2 = make_proxy(batches=2)
     resumed = at.AgenticSearch(model, target, x, evaluator=proxy2, calibration=calib, plan=plan, log_path=log,
-                               resume=True, progress=False)
+                               resume=True, progress=False, preset=TIMED)
     assert proxy2.calls == 0 and len(resumed.records) == 1
     assert (resumed.max_revisions, resumed.patience) == (header["max_revisions"], header["patience"])
-    other = header["max_revisions"] + 1
-    with pytest.raises(ToolkitError, match=f"max_revisions: {header['max_revisions']} in the log vs {other} now"):
-        at.AgenticSearch(model, target, x, evaluator=proxy2, calibration=calib, plan=plan, log_path=log,
-                         resume=True, progress=False, max_revisions=other)
+    resumed.close()
+    other = header["max_revisions"] + 1  # a larger budget on resume extends the search (logged)
+    extended = at.AgenticSearch(model, target, x, evaluator=proxy2, calibration=calib, plan=plan, log_path=log,
+                                resume=True, progress=False, max_revisions=other, preset=TIMED)
+    assert extended.max_revisions == other and proxy2.calls == 0
+    extended.close()
     # without an evaluator nothing is timed: 5 revisions
     plain = at.AgenticSearch(model, target, x, plan=plan, progress=False)
     assert plain.max_revisions == 5 and plain.budget_choice["chosen"] == "default without an evaluator"

@@ -41,13 +41,13 @@ def readme_block(df: pd.DataFrame) -> str:
         row = []
         for m, b in cells:
             r = s[(s["model"] == m) & (s["budget"] == b) & (s["searcher"] == name)]
-            row.append("–" if r.empty else
-                       f"{r['test_top1'].iloc[0]:.2f} ± {r['std'].iloc[0]:.2f} ({r['search_seconds'].iloc[0]:.0f} s)")
+            spread = "" if r.empty or pd.isna(r["std"].iloc[0]) else f" ± {r['std'].iloc[0]:.2f}"
+            row.append("–" if r.empty else f"{r['test_top1'].iloc[0]:.2f}{spread} ({r['search_seconds'].iloc[0]:.0f} s)")
         lines.append(f"| `{name}` | " + " | ".join(row) + " |")
-    seeds = sorted(set(s["seeds"])) if len(s) else [0]
-    lines.append(f"\nTop-1 (%) on the JPEG CIFAR-10 test set after the same KD fine-tune (20,000 images, "
-                 f"{'/'.join(map(str, seeds))} seeds: mean ± std), search seconds on one CPU thread from scratch; "
-                 "`python benchmarks/search_pareto.py` → `data/search_pareto.csv`.")
+    seeds = "/".join(map(str, sorted(set(s["seeds"])))) if len(s) else "0"
+    lines.append(f"\nTop-1 (%) on the JPEG CIFAR-10 test set after the same KD fine-tune (20,000 images; "
+                 f"seeds per cell: {seeds}; mean ± std where more than one), search seconds on one CPU thread "
+                 "from scratch; `python benchmarks/search_pareto.py` → `data/search_pareto.csv`.")
     return "\n".join(lines)
 
 
@@ -80,7 +80,8 @@ def plot_search_pareto(df: pd.DataFrame):
         ax.set_xlabel("search seconds (one CPU thread, log)")
         ax.set_ylabel("top-1 on the JPEG test set (%)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), fontsize=8, frameon=False)
+    if labels:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
