@@ -274,15 +274,15 @@ def seed_proposals_for(plan: PrunePlan, table: SensitivityTable, target_macs: in
             for st, why in seeds]
 
 
-def seed_proposals(search, sensitivity, preset=None) -> tuple[list, SensitivityTable | None, dict | None]:
+def seed_proposals(search, sensitivity, preset) -> tuple[list, SensitivityTable | None, dict | None]:
     """``(proposals, table, spec)`` for an :class:`~agentic_toolkit.AgenticSearch`: the
-    allocations from ``sensitivity`` (``True``: measured now with the search's evaluator; a
-    :class:`SensitivityTable`; ``False``: none; ``None``: as the search ``preset`` says, which
-    measures only when there is an evaluator) and ``spec``, what decided the table (the history
-    header's ``sensitivity``; None without one). A table logged by the search being resumed is
-    read back, not measured again."""
+    allocations from ``sensitivity`` (``True``: measured now as the search ``preset`` says; a
+    :class:`SensitivityTable`; ``False``: none; ``None``: as the preset says, which measures
+    only when there is an evaluator) and ``spec``, what decided the table (the history header's
+    ``sensitivity``; None without one). A table logged by the search being resumed is read
+    back, not measured again."""
     if sensitivity is None:
-        sensitivity = bool(preset is not None and preset.sensitivity and search.evaluator is not None)
+        sensitivity = bool(preset.sensitivity and search.evaluator is not None)
     if sensitivity is False:
         return [], None, None
     if isinstance(sensitivity, SensitivityTable):
@@ -290,18 +290,11 @@ def seed_proposals(search, sensitivity, preset=None) -> tuple[list, SensitivityT
     elif sensitivity is True:
         if search.evaluator is None:
             raise ToolkitError("sensitivity=True measures with the evaluator: pass evaluator=")
-        spec = {"fractions": list(FRACTIONS), "adaptive": False, "probe": "evaluator"} if preset is None \
-            else preset.table_spec(search.evaluator)
+        spec = preset.table_spec(search.evaluator)
         logged = next((r for r in search.log.records if r.get("type") == "sensitivity"), None)
-        if logged is not None:
-            sensitivity = SensitivityTable.from_dict(logged)
-        elif preset is None:
-            sensitivity = measure_sensitivity(search.model, search.example_inputs, search.evaluator,
-                                              plan=search.plan, progress=search.progress)
-        else:
-            sensitivity = measure_sensitivity(search.model, search.example_inputs, preset.probe(search.evaluator),
-                                              plan=search.plan, progress=search.progress, fractions=preset.fractions,
-                                              adaptive=preset.adaptive)
+        sensitivity = SensitivityTable.from_dict(logged) if logged is not None else measure_sensitivity(
+            search.model, search.example_inputs, preset.probe(search.evaluator), plan=search.plan,
+            progress=search.progress, fractions=preset.fractions, adaptive=preset.adaptive)
     else:
         raise ToolkitError(f"sensitivity must be True, False or a SensitivityTable, got {type(sensitivity).__name__}")
     return seed_proposals_for(search.plan, sensitivity, search.target_macs), sensitivity, spec
