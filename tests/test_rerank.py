@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import agentic_toolkit as at
-from agentic_toolkit.agents.rerank import rerank
+from agentic_toolkit.agents.rerank import rerank_candidates
 from agentic_toolkit.errors import ToolkitError
 from agentic_toolkit.training.kd_proxy import KDProxy, kd_proxy
 
@@ -41,11 +41,11 @@ def test_rerank_rescores_the_best_candidates_and_picks_the_winner(finished_searc
         calls.append(m)
         return -sum(p.numel() for p in m.parameters()) / 1e4
 
-    res = rerank(search, fake, top=2)
+    res = rerank_candidates(search, fake, top=2)
     assert len(calls) == len(res.frame) == 2
     assert res.frame["score"].is_monotonic_decreasing  # the search's 2 best, best first
     win = res.frame.loc[res.frame["rerank"].idxmax()]
     assert res.revision == win["revision"] and res.strategy.to_dict() == win["strategy"]
     assert "re-ranked 2 candidates" in res.summary()
     with pytest.raises(ToolkitError, match="top must be"):
-        rerank(search, fake, top=0)
+        rerank_candidates(search, fake, top=0)

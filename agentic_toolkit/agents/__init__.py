@@ -10,13 +10,13 @@ Claude, OpenAI-compatible), ``prompts/`` (the packaged prompt templates).
 from .analysis import Proposal, propose_strategy
 from .master import run_agentic_pruning
 from .presets import SearchPreset, list_search_presets
-from .rerank import RerankResult, rerank
+from .rerank import RerankResult, rerank_candidates
 from .result import SearchResult
 from .search import AgenticSearch
 from .sensitivity import SensitivityTable, measure_sensitivity, sensitivity_search
 
 __all__ = [
     "AgenticSearch", "Proposal", "RerankResult", "SearchPreset", "SearchResult", "SensitivityTable",
-    "list_search_presets", "measure_sensitivity", "propose_strategy", "rerank", "run_agentic_pruning",
+    "list_search_presets", "measure_sensitivity", "propose_strategy", "rerank_candidates", "run_agentic_pruning",
     "sensitivity_search",
 ]

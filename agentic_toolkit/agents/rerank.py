@@ -1,7 +1,7 @@
 """Re-rank a search's best candidates with a costlier, fine-tuning-aware score.
 
 The search ranks every candidate with a cheap proxy; among the few best, which one recovers
-best with fine-tuning is what matters. :func:`rerank` rebuilds the ``top`` best distinct
+best with fine-tuning is what matters. :func:`rerank_candidates` rebuilds the ``top`` best distinct
 in-band candidates of a finished :class:`~agentic_toolkit.AgenticSearch` (exactly as scored:
 same plan, same strategy) and scores them with ``evaluator`` (e.g.
 :func:`~agentic_toolkit.training.kd_proxy.kd_proxy`); the best by that score wins.
@@ -43,7 +43,7 @@ class RerankResult:
         return self.frame
 
 
-def rerank(search, evaluator: Callable[[nn.Module], float], top: int = 3) -> RerankResult:
+def rerank_candidates(search, evaluator: Callable[[nn.Module], float], top: int = 3) -> RerankResult:
     """Score the ``top`` best distinct in-band candidates of ``search`` with ``evaluator``."""
     if top < 1:
         raise ToolkitError(f"top must be >= 1, got {top}")

@@ -19,7 +19,7 @@ to each budget (a fraction of its MACs) by each strategy, every one landed in th
   explores from the best;
 - ``agent_kd_rerank``: ``agent_sensitivity``, then its 3 best candidates re-scored by a short
   KD fine-tune (100 steps of 64 training images, top-1 on the same val images;
-  :func:`agentic_toolkit.agents.rerank.rerank`), the best of those chosen;
+  :func:`agentic_toolkit.agents.rerank.rerank_candidates`), the best of those chosen;
 - ``fastnas_sensitivity_fine`` and ``agent_fine``: the same FastNAS-style baseline and the
   same re-ranking agent on a finer sensitivity table (7 shares per group: the 3 above plus
   :data:`FINE_FRACTIONS`, both measurements' cost counted), the agent's re-rank scored on
@@ -255,10 +255,10 @@ def _agent_task(ctx: Context, budget: float, sensitivity: bool = False, rerank_t
         print(f"agent{'_sensitivity' if sensitivity else ''} @ {budget:g}: {res.summary()}", flush=True)
         strategy, extra = res.strategy, {}
         if rerank_top:
-            from ..agents.rerank import rerank
+            from ..agents.rerank import rerank_candidates
 
             proxy, extra = _rerank_proxy(ctx, fine, full_recipe)
-            rr = rerank(search, proxy, top=rerank_top)
+            rr = rerank_candidates(search, proxy, top=rerank_top)
             print(f"  {rr.summary()}", flush=True)
             strategy, extra = rr.strategy, {"rerank": rr.to_dict(), **extra}
         spent = time.perf_counter() - t0 + (table.seconds if table else 0.0)

@@ -341,7 +341,7 @@ def proxy_accuracy(
 #: 0.97 and 0.89 over 13 strategies, ``data/proxy_fidelity.csv``, notebook 07), i.e.
 #: BatchNorm re-estimated on ``bn_images`` and top-1 on ``eval_images`` held-out images.
 #: Its standard error is ~2 points: to tell close candidates apart, score more images
-#: (``eval_images=2048``) or re-rank the best few (:func:`agentic_toolkit.agents.rerank.rerank`).
+#: (``eval_images=2048``) or re-rank the best few (:func:`agentic_toolkit.agents.rerank.rerank_candidates`).
 DEFAULT_PROXY = {"name": "bn_top1_512", "eval_images": 512, "bn_images": 512}
 
 

@@ -5,7 +5,7 @@ it ranks shapes far apart well but can miss which of two good shapes recovers be
 fine-tuning. :class:`KDProxy` fine-tunes a copy for ``steps`` batches of fixed training images
 with KD from the teacher (the recipe's per-step cosine schedule over those steps), then measures
 top-1 on fixed held-out batches. It costs about ``steps`` training steps per candidate, so the
-agent uses it to re-rank its best few candidates (:func:`agentic_toolkit.agents.rerank.rerank`).
+agent uses it to re-rank its best few candidates (:func:`agentic_toolkit.agents.rerank.rerank_candidates`).
 """
 
 from __future__ import annotations
