@@ -5,7 +5,7 @@ and 60% of its MACs with the default search: the offline analyst proposing shape
 (importance criterion, grouping, per-scope multipliers), the budget solver landing each on
 the target, and the proxy evaluator (BatchNorm re-estimation, then top-1 on held-out images
 of the ``val`` split) scoring it; the revision budget and patience are the search's
-defaults (:func:`agentic_toolkit.agents.exploration.default_revision_budget` for the timed
+defaults (:func:`agentic_toolkit.agents.decisions.default_revision_budget` for the timed
 cost of one candidate). A candidate identical to one already scored is not re-scored. Revision 1 is the default isomorphic L2 strategy, so its proxy score is the
 reference. Per target it prints the default's score +- SE, the best found +- SE, whether
 best - default > 2 SE, and the wall time.
@@ -31,12 +31,9 @@ import torch
 
 import agentic_toolkit as at
 from agentic_toolkit.agents.backends import AnalystBackend
-from agentic_toolkit.agents.exploration import (
-    default_revision_budget,
-    grouping_of,
-    replay,
-    score_se,
-)
+from agentic_toolkit.agents.decisions import default_revision_budget
+from agentic_toolkit.agents.incumbent import replay, score_se
+from agentic_toolkit.agents.moves import grouping_of
 from agentic_toolkit.models import create_model
 from agentic_toolkit.paths import PROJECT_ROOT
 from agentic_toolkit.pruning.apply import get_plan

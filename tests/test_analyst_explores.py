@@ -9,19 +9,20 @@ import pytest
 
 from agentic_toolkit.agents.backends import AnalystBackend, ProposalContext
 from agentic_toolkit.agents.backends.analyst import EXHAUSTED, scope_families, scope_kinds
-from agentic_toolkit.agents.exploration import (
+from agentic_toolkit.agents.decisions import default_patience, default_revision_budget
+from agentic_toolkit.agents.incumbent import (
     beats,
-    cuts_key,
-    default_patience,
-    default_revision_budget,
-    fit_widths_key,
     incumbent_revision,
     record_se,
     replay,
     score_se,
+    verdict,
+)
+from agentic_toolkit.agents.keys import (
+    cuts_key,
+    fit_widths_key,
     shape_key,
     solved_shape_key,
-    verdict,
     widths_key,
 )
 from agentic_toolkit.pruning.budget import fit_to_budget

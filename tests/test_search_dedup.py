@@ -10,16 +10,15 @@ import pytest
 import agentic_toolkit as at
 from agentic_toolkit.agents.backends import AnalystBackend
 from agentic_toolkit.agents.backends.analyst import EXHAUSTED
-from agentic_toolkit.agents.decisions import best_record, stop_reason
-from agentic_toolkit.agents.exploration import (
-    cuts_key,
+from agentic_toolkit.agents.decisions import (
+    best_record,
     default_patience,
     default_revision_budget,
-    score_se,
-    shape_key,
-    widths_key,
+    stop_reason,
 )
 from agentic_toolkit.agents.history import read_history
+from agentic_toolkit.agents.incumbent import score_se
+from agentic_toolkit.agents.keys import cuts_key, shape_key, widths_key
 from agentic_toolkit.agents.presets import SearchPreset
 from agentic_toolkit.pruning.strategy import Strategy
 

@@ -24,9 +24,11 @@ import torch.nn as nn
 from ..errors import ToolkitError
 from ..pruning.strategy import Strategy
 from .checks import weights_fingerprint
-from .exploration import default_patience, default_revision_budget, score_se
+from .decisions import default_patience, default_revision_budget
 from .history import FORMAT_VERSION
 from .identity import calibration_fingerprint, evaluator_identity, score_model, text_sha256
+from .incumbent import score_se
+from .keys import cuts_key, widths_key
 from .prompting import template_text
 
 
@@ -36,7 +38,7 @@ class Candidate:
 
     ``strategy`` as applied (with the solved ratio); ``result`` the pruned copy (None for a
     duplicate, which is not pruned); ``budget`` what the solver found; ``keys`` its
-    ``widths_key`` and ``cuts_key`` (:mod:`~agentic_toolkit.agents.exploration`; empty when
+    ``widths_key`` and ``cuts_key`` (:mod:`~agentic_toolkit.agents.keys`; empty when
     they could not be computed); ``duplicate`` the earlier scored record it equals.
     """
 
@@ -50,8 +52,6 @@ class Candidate:
 def candidate_keys(plan, strategy: Strategy, selection=None) -> dict:
     """``{"widths_key", "cuts_key"}`` of ``strategy`` (at its ratio) on ``plan``; {} when
     the plan cannot select it (the pruning step then reports why)."""
-    from .exploration import cuts_key, widths_key
-
     try:
         sel = plan.select(strategy) if selection is None else selection
         return {"widths_key": widths_key(plan, strategy, sel), "cuts_key": cuts_key(plan, strategy, sel)}
@@ -156,9 +156,9 @@ def revision_budget(search, max_revisions: int | None, patience: int | None) -> 
     Given values are used as given. ``None``: the value logged in a history being resumed
     (so a resumed search keeps its budget, never re-timed); otherwise ``max_revisions``
     comes from one timed ``evaluator(model)`` call on a copy of the unpruned model,
-    :func:`~agentic_toolkit.agents.exploration.default_revision_budget` of ``1.5 * t + 1``
+    :func:`~agentic_toolkit.agents.decisions.default_revision_budget` of ``1.5 * t + 1``
     seconds per candidate (fit, prune, score), or 5 without an evaluator; ``patience`` is
-    :func:`~agentic_toolkit.agents.exploration.default_patience` of the revision budget.
+    :func:`~agentic_toolkit.agents.decisions.default_patience` of the revision budget.
     Returns ``{"max_revisions", "patience", "chosen"}``, plus ``evaluator_seconds`` and
     ``base_score`` (the unpruned model's score) when timed: the header's ``revision_budget``.
     """

@@ -2,7 +2,8 @@
 
 Every decision of a search (has it diverged? which revision is best? should it stop? is a
 proposal new?) is computed from the revision records alone, so that a search resumed from
-its JSONL history decides exactly as the uninterrupted one would.
+its JSONL history decides exactly as the uninterrupted one would. :func:`default_revision_budget`
+and :func:`default_patience` size a search whose budget is not given.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 
-from .exploration import DEFAULT_EVAL_IMAGES, incumbent_revision
+from .incumbent import DEFAULT_EVAL_IMAGES, incumbent_revision
 
 
 def check_divergence(errors_pct: list[float]) -> str | None:
@@ -66,7 +67,7 @@ def best_record(revs: list[dict], *, scored: bool, default_images: int = DEFAULT
     """The revision a search reports as its best.
 
     With an evaluator (``scored``) the incumbent of the noise-aware replay
-    (:func:`~agentic_toolkit.agents.exploration.incumbent_revision`: the first scored
+    (:func:`~agentic_toolkit.agents.incumbent.incumbent_revision`: the first scored
     in-band candidate, replaced only by one that beats it by more than 2 standard errors),
     not the raw maximum, which over many noisy candidates is biased upward. Standard errors
     come from each record's ``score_se`` / ``eval_images`` (``default_images`` when absent;
@@ -137,10 +138,36 @@ def proposal_key(strategy: dict | None, solve_budget: bool) -> str | None:
     return json.dumps({k: v for k, v in strategy.items() if not (solve_budget and k == "pruning_ratio")}, sort_keys=True)
 
 
+# --- revision budgets ---------------------------------------------------------------------------
+def default_revision_budget(
+    seconds_per_candidate: float | None, time_budget_s: float = 900.0, most: int = 25, least: int = 5
+) -> int:
+    """Revisions worth running when one candidate (prune + score) costs ``seconds_per_candidate``.
+
+    ``time_budget_s / seconds`` clipped to ``[least, most]``: 25 when a candidate costs
+    seconds, 15 at a minute, 5 from three minutes up; ``most`` when the cost is unknown.
+    """
+    s = seconds_per_candidate
+    if s is None or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+        return int(most)
+    return int(max(least, min(most, math.floor(time_budget_s / float(s)))))
+
+
+def default_patience(max_revisions: int) -> int:
+    """Revisions without a kept move before the search stops: a third of the budget, at least 3.
+
+    (One round of the analyst's first probes -- each scope, criterion and grouping once --
+    takes about that many revisions on a CNN with a handful of scopes.)
+    """
+    return max(3, math.ceil(int(max_revisions) / 3))
+
+
 __all__ = [
     "best_record",
     "best_revision",
     "check_divergence",
+    "default_patience",
+    "default_revision_budget",
     "proposal_key",
     "proposer_label",
     "recent_out_of_band_errors",

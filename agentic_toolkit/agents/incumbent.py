@@ -6,8 +6,6 @@
 * the incumbent: :func:`replay` walks the scored revisions in order and keeps a candidate
   (makes it the strategy to build on) only when it :func:`beats` the incumbent of its time;
   :func:`incumbent_revision` is the last one kept.
-
-Re-exported by :mod:`.exploration` (import from there).
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ incumbent, and which move to try next.
 :func:`classify` names what one revision changed of its incumbent (a :class:`Trial`),
 :func:`scope_moves` and :func:`structural_moves` turn the trials into candidate
 :class:`Move` s; :func:`grouping_of` and :func:`record_shape` read a strategy dict.
-
-Re-exported by :mod:`.exploration` (import from there).
 """
 
 from __future__ import annotations

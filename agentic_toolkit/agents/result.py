@@ -10,7 +10,8 @@ import torch.nn as nn
 from ..pruning.strategy import Strategy
 from ..units import format_macs
 from .decisions import proposer_label
-from .exploration import DEFAULT_EVAL_IMAGES, NOISE_K, beats, record_se, shape_key
+from .incumbent import DEFAULT_EVAL_IMAGES, NOISE_K, beats, record_se
+from .keys import shape_key
 
 
 def proposer_mix(records: list[dict]) -> str:

@@ -34,9 +34,9 @@ from .decisions import (
     stop_reason,
     takeover_active,
 )
-from .exploration import DEFAULT_EVAL_IMAGES
 from .extension import extend_search, open_extensions, resume_budget
 from .history import HistoryLog, MemoryLog, history_frame, releases_log_on_error
+from .incumbent import DEFAULT_EVAL_IMAGES
 from .latency_view import prepare_constraints
 from .presets import SearchPreset, search_preset
 from .prompting import check_templates

@@ -5,7 +5,7 @@ is the shape: importance criterion, grouping and per-scope multipliers. Revision
 base strategy as given, so that its score is the reference. Each later revision makes one
 move from the *incumbent* -- the strategy to build on: the reference, replaced only by a
 candidate that beats it by more than two standard errors of the proxy score
-(:func:`~agentic_toolkit.agents.exploration.replay`; the rationale says "kept: +3.1 > 2·SE
+(:func:`~agentic_toolkit.agents.incumbent.replay`; the rationale says "kept: +3.1 > 2·SE
 2.0" or "not kept: +0.8 within noise"). Moves, in this order of preference:
 
 0. follow-up: a scope whose last move was kept moves again the same way, a smaller step
@@ -24,7 +24,7 @@ candidate that beats it by more than two standard errors of the proxy score
 Directions that clearly cost score (or failed) from the current incumbent are never
 repeated, and no shape already tried is proposed again (strategies compared without the
 ratio; with the budget solver also up to one common factor on every kind scope, which only
-rescales the solved ratio: :func:`~agentic_toolkit.agents.exploration.solved_shape_key`). When no move is left the analyst proposes the incumbent again and says so; the
+rescales the solved ratio: :func:`~agentic_toolkit.agents.keys.solved_shape_key`). When no move is left the analyst proposes the incumbent again and says so; the
 Master stops on a repeated proposal.
 
 Ratio. MACs are modelled as a function of the global ratio ``r`` and the multipliers::
@@ -49,21 +49,10 @@ import math
 from ...pruning.criteria import list_importances
 from ...pruning.strategy import Strategy
 from ...units import format_macs
-from ..exploration import (
-    DEFAULT_EVAL_IMAGES,
-    NOISE_K,
-    Step,
-    Trial,
-    classify,
-    grouping_of,
-    record_shape,
-    replay,
-    scope_moves,
-    shape_key,
-    solved_shape_key,
-    structural_moves,
-)
+from ..incumbent import DEFAULT_EVAL_IMAGES, NOISE_K, Step, replay
+from ..keys import shape_key, solved_shape_key
 from ..latency_view import SLOW, slowness
+from ..moves import Trial, classify, grouping_of, record_shape, scope_moves, structural_moves
 from .base import PlannerBackend, ProposalContext
 
 P_RANGE = (0.05, 8.0)

@@ -1,56 +1,18 @@
-"""Exploring strategy shapes: proxy noise, the incumbent, model keys and revision budgets.
+"""Model identity keys: which strategies give the same pruned model.
 
-Pure helpers shared by the offline analyst (:mod:`.backends.analyst`) and the Master loop:
-
-* noise: :func:`score_se` (standard error of a top-1 percentage on ``n`` images),
-  :func:`record_se` (that of a history record), :func:`beats` and :func:`verdict` (is a
-  score better than the incumbent's by more than ``k`` standard errors);
-* the incumbent: :func:`replay` walks the scored revisions in order and keeps a candidate
-  (makes it the strategy to build on) only when it :func:`beats` the incumbent of its time;
-  :func:`incumbent_revision` is the last one kept;
-* model identity: :func:`widths_key` hashes a plan's per-group kept widths for a strategy
-  at its (solved) ratio, :func:`cuts_key` the exact channels cut; :func:`shape_key` is a
-  strategy without its ratio (what the budget solver does not change);
-* moves (the analyst's rules, see :mod:`.backends.analyst`): :func:`classify` names what one
-  revision changed of its incumbent (a :class:`Trial`), :func:`scope_moves` and
-  :func:`structural_moves` turn the trials into candidate :class:`Move` s;
-* budgets: :func:`default_revision_budget` (revisions worth running for a candidate cost)
-  and :func:`default_patience`.
-
-Noise and the incumbent live in :mod:`.incumbent`, the moves in :mod:`.moves`; both are
-re-exported here, the names to import.
+:func:`widths_key` hashes a plan's per-group kept widths for a strategy at its (solved)
+ratio, :func:`cuts_key` the exact channels cut (equal keys: identical pruned models);
+:func:`shape_key` is a strategy without its ratio (what the budget solver does not change)
+and :func:`solved_shape_key` that key up to what the solver absorbs. The Master uses them to
+skip duplicates (:mod:`.candidates`), the offline analyst to skip shapes already tried.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-
-from .incumbent import (
-    DEFAULT_EVAL_IMAGES,
-    NOISE_K,
-    Step,
-    beats,
-    incumbent_revision,
-    record_se,
-    replay,
-    score_se,
-    verdict,
-)
-from .moves import (
-    GROUPINGS,
-    Move,
-    Trial,
-    classify,
-    grouping_of,
-    record_shape,
-    scope_moves,
-    structural_moves,
-)
 
 
-# --- keys ----------------------------------------------------------------------------------------------
 def shape_key(strategy) -> str:
     """A strategy (Strategy or dict) without ``pruning_ratio``, as canonical JSON.
 
@@ -124,53 +86,4 @@ def fit_widths_key(fit) -> str:
     return widths_key(fit.plan, fit.strategy, fit.selection)
 
 
-# --- budgets -------------------------------------------------------------------------------------------
-def default_revision_budget(
-    seconds_per_candidate: float | None, time_budget_s: float = 900.0, most: int = 25, least: int = 5
-) -> int:
-    """Revisions worth running when one candidate (prune + score) costs ``seconds_per_candidate``.
-
-    ``time_budget_s / seconds`` clipped to ``[least, most]``: 25 when a candidate costs
-    seconds, 15 at a minute, 5 from three minutes up; ``most`` when the cost is unknown.
-    """
-    s = seconds_per_candidate
-    if s is None or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-        return int(most)
-    return int(max(least, min(most, math.floor(time_budget_s / float(s)))))
-
-
-def default_patience(max_revisions: int) -> int:
-    """Revisions without a kept move before the search stops: a third of the budget, at least 3.
-
-    (One round of the analyst's first probes -- each scope, criterion and grouping once --
-    takes about that many revisions on a CNN with a handful of scopes.)
-    """
-    return max(3, math.ceil(int(max_revisions) / 3))
-
-
-__all__ = [
-    "GROUPINGS",
-    "Move",
-    "Trial",
-    "classify",
-    "grouping_of",
-    "record_shape",
-    "scope_moves",
-    "structural_moves",
-    "DEFAULT_EVAL_IMAGES",
-    "NOISE_K",
-    "Step",
-    "beats",
-    "cuts_key",
-    "default_patience",
-    "default_revision_budget",
-    "fit_widths_key",
-    "incumbent_revision",
-    "record_se",
-    "replay",
-    "score_se",
-    "shape_key",
-    "solved_shape_key",
-    "verdict",
-    "widths_key",
-]
+__all__ = ["cuts_key", "fit_widths_key", "shape_key", "solved_shape_key", "widths_key"]
