@@ -21,7 +21,7 @@ def plot_convergence(
     ``frame`` needs the columns ``revision`` and ``error_pct`` (percent vs the target), as in
     :func:`~agentic_toolkit.agents.history.history_frame` or ``SearchResult.to_frame()``.
     With ``score`` and a ``score`` column holding values, the scores are drawn on a second
-    axis on the right.
+    axis on the right, with their standard errors (:func:`score_errors`) as error bars.
     """
     over, under = tolerance
     if ax is None:
@@ -32,15 +32,16 @@ def plot_convergence(
     if len(frame):
         errors = pd.to_numeric(frame["error_pct"], errors="coerce")  # None (not measured) -> NaN
         handles += ax.plot(frame["revision"], errors, "o-", color="tab:blue", label="achieved")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_axis(ax.xaxis)
     ax.set_xlabel("revision")
     ax.set_ylabel("MAC error vs target (%)")
     ax.set_title(title or "Agent search: MAC error per revision")
-    scores = _scores(frame) if score else []
+    scores = score_errors(frame) if score else []
     if scores:
         twin = ax.twinx()
-        revs, vals = zip(*scores, strict=True)
-        handles += twin.plot(revs, vals, "s", color="tab:orange", label="score")
+        revs, vals, ses = zip(*scores, strict=True)
+        bars = twin.errorbar(revs, vals, yerr=ses, fmt="s", color="tab:orange", capsize=3, label="score ± SE")
+        handles.append(bars)
         twin.set_ylabel("score (higher is better)")
     band, labels = ax.get_legend_handles_labels()
     ax.legend(band[:1] + handles, labels[:1] + [h.get_label() for h in handles], loc="best", fontsize=8)
@@ -48,19 +49,45 @@ def plot_convergence(
     return ax.figure
 
 
-def _scores(frame) -> list[tuple[int, float]]:
-    """(revision, score) pairs with a finite score."""
+def integer_axis(axis) -> None:
+    """Integer ticks only on ``axis`` (e.g. ``ax.xaxis`` of revisions), even for a single value."""
+    axis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
+def score_errors(frame) -> list[tuple[int, float, float]]:
+    """``(revision, score, standard error)`` of the rows with a finite score.
+
+    The error is the row's ``score_se`` (as the search logs it), else the binomial standard
+    error of a percentage (a score in 0..100, e.g. top-1) on the row's ``eval_images``, else 0
+    (no error bar: the number of scored images is not known).
+    """
     if "score" not in frame:
         return []
     out = []
-    for rev, val in zip(frame["revision"], frame["score"], strict=True):
-        try:
-            val = float(val)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(val):
-            out.append((int(rev), val))
+    for _, row in frame.iterrows():
+        val = _finite(row.get("score"))
+        if val is not None:
+            out.append((int(row["revision"]), val, _score_se(val, row)))
     return out
 
 
-__all__ = ["plot_convergence"]
+def _score_se(score: float, row) -> float:
+    se = _finite(row.get("score_se"))
+    if se is not None and se >= 0:
+        return se
+    n = _finite(row.get("eval_images"))
+    if n is None or n < 1 or not 0.0 <= score <= 100.0:
+        return 0.0
+    q = score / 100.0
+    return math.sqrt(q * (1.0 - q) / n) * 100.0
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+__all__ = ["integer_axis", "plot_convergence", "score_errors"]

@@ -54,8 +54,9 @@ def search_one(model, x, plan, fraction, proxy, calib, revisions, patience):
     t0 = time.perf_counter()
     search = at.AgenticSearch(
         model, int(fraction * plan.base_macs), x, max_revisions=revisions, patience=patience, evaluator=proxy,
-        backend=AnalystBackend(eval_images=n), calibration=calib, plan=plan, progress=False,
-        sensitivity=False,  # what the analyst finds alone (the presets' tables: benchmarks/search_pareto.py)
+        backend=AnalystBackend(eval_images=n), logging=at.SearchLogging(progress=False),
+        # sensitivity=False: what the analyst finds alone (the presets' tables: benchmarks/search_pareto.py)
+        start=at.SearchStart(plan=plan, calibration=calib, sensitivity=False),
     )
     res = search.run()
     wall = time.perf_counter() - t0

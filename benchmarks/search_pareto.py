@@ -134,8 +134,10 @@ def run_search(cfg: Config, model: str, budget: float, searcher: str, store: Res
         res = sensitivity_search(teacher(model), goal, example(), table, plan=plan)
         strategy, probes = res.strategy, 0
     else:
-        search = at.AgenticSearch(teacher(model), goal, example(), evaluator=ev, plan=plan, progress=False,
-                                  **search_options(model, budget, searcher, store))
+        opts = search_options(model, budget, searcher, store)
+        start = at.SearchStart(plan=plan, sensitivity=opts.pop("sensitivity", None))
+        search = at.AgenticSearch(teacher(model), goal, example(), evaluator=ev, start=start,
+                                  logging=at.SearchLogging(progress=False), **opts)
         res = search.run()
         strategy = res.strategy
         # the table's probes (a cheaper copy of the proxy, its own object) and its unpruned score

@@ -134,8 +134,9 @@ def test_search_seeded_by_the_profiling_agents_sensitivity(r20_calibrated, small
     model, x, calib, plan = r20_calibrated
     table = measure_sensitivity(model, x, small_proxy, fractions=(0.5,), plan=plan, progress=False)
     target = int(0.5 * plan.base_macs)
-    res = at.AgenticSearch(model, target, x, evaluator=small_proxy, plan=plan, sensitivity=table, max_revisions=4,
-                           progress=False).run()
+    res = at.AgenticSearch(model, target, x, evaluator=small_proxy, max_revisions=4,
+                           start=at.SearchStart(plan=plan, sensitivity=table),
+                           logging=at.SearchLogging(progress=False)).run()
     assert [r["proposer"] for r in res.records] == ["analyst", "profiling", "profiling", "analyst"]
     per_mac, threshold = res.records[1], res.records[2]
     assert "per MAC saved" in per_mac["rationale"] and "threshold" in threshold["rationale"]
@@ -156,7 +157,7 @@ def test_efficiency_allocation_meets_the_target_exactly(r20_calibrated, small_pr
     least = min(alloc.items(), key=lambda kv: kv[1])
     assert _alloc_macs(plan, {**alloc, least[0]: 0.0}) > _alloc_macs(plan, alloc) or least[1] == 0.0
     with pytest.raises(ToolkitError, match="evaluator"):
-        at.AgenticSearch(model, target, x, plan=plan, sensitivity=True, progress=False)
+        at.AgenticSearch(model, target, x, start=at.SearchStart(plan=plan, sensitivity=True))
 
 
 def test_results_doc_table_is_generated_from_the_committed_csv():

@@ -14,7 +14,14 @@ import timm  # noqa: F401  (before torch_pruning: count_ops_and_params counts ti
 import torch
 import torch_pruning as tp
 
-from agentic_toolkit import AgenticSearch, Strategy, create_model, fit_to_budget
+from agentic_toolkit import (
+    AgenticSearch,
+    SearchBudget,
+    SearchLogging,
+    Strategy,
+    create_model,
+    fit_to_budget,
+)
 from agentic_toolkit.errors import ToolkitError
 from agentic_toolkit.profiling.profile import profile_macs
 from agentic_toolkit.pruning.apply import apply_isomorphic_prune, get_plan
@@ -112,7 +119,7 @@ def test_bad_counter_is_refused_before_any_work():
     with pytest.raises(ToolkitError, match="counter"):
         fit_to_budget(model, Strategy(), "20M", X32, counter="fvcore")
     with pytest.raises(ToolkitError, match="counter"):
-        AgenticSearch(model, "20M", X32, counter="flops", max_revisions=1, progress=False)
+        SearchBudget(counter="flops")
 
 
 @pytest.mark.parametrize("solve_budget", [True, False])
@@ -120,8 +127,9 @@ def test_search_meets_the_band_in_the_chosen_counter(tmp_path, solve_budget):
     model = create_model("cifar_resnet20")
     target = int(profile_macs(model, example_inputs=X32, convention="torch_pruning").total_macs * 0.5)
     log = tmp_path / "run.jsonl"
-    search = AgenticSearch(model, target, X32, counter="torch_pruning", max_revisions=3, patience=1,
-                           solve_budget=solve_budget, log_path=log, progress=False)
+    search = AgenticSearch(model, target, X32, max_revisions=3, patience=1,
+                           budget=SearchBudget(counter="torch_pruning", solve_budget=solve_budget),
+                           logging=SearchLogging(log_path=log, progress=False))
     result = search.run()
     header = json.loads(log.read_text().splitlines()[0])
     assert header["counter"] == "torch_pruning" and header["base_macs"] == count_ops(model, X32)

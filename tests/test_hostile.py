@@ -27,6 +27,7 @@ from agentic_toolkit.agents.analysis import propose_strategy
 from agentic_toolkit.agents.backends.anthropic_backend import AnthropicBackend
 from agentic_toolkit.agents.backends.openai_compat import OpenAICompatBackend
 from agentic_toolkit.agents.history import HistoryLog, read_history
+from agentic_toolkit.agents.settings import grouped_options
 from agentic_toolkit.errors import CheckpointError, ToolkitError
 
 KEY = "sk-ant-hostile-KEY-0123456789"
@@ -44,7 +45,7 @@ def _search(r20, log, **kw):
     model, x, plan = r20
     opts = dict(max_revisions=3, patience=5, evaluator=weight_mass, plan=plan, progress=False, sensitivity=False)
     opts.update(kw)
-    return at.AgenticSearch(model, int(0.5 * plan.base_macs), x, log_path=log, **opts)
+    return at.AgenticSearch(model, int(0.5 * plan.base_macs), x, **grouped_options(log_path=log, **opts))
 
 
 # --- 1. one writer per history ----------------------------------------------------------------------
@@ -289,14 +290,14 @@ def test_bad_example_inputs_name_the_mismatch(r20, x, words):
     with pytest.raises(ToolkitError, match=re.escape(words)):
         at.get_plan(model, x)
     with pytest.raises(ToolkitError, match=re.escape(words)):
-        at.AgenticSearch(model, "20M", x, max_revisions=1, progress=False)
+        at.AgenticSearch(model, "20M", x, max_revisions=1, logging=at.SearchLogging(progress=False))
 
 
 def test_a_model_on_the_meta_device_is_refused_clearly(one_thread):
     with torch.device("meta"):
         model = at.create_model("cifar_resnet20")
     for call in (lambda: at.get_plan(model, torch.randn(1, 3, 32, 32)),
-                 lambda: at.AgenticSearch(model, "20M", torch.randn(1, 3, 32, 32), max_revisions=1, progress=False)):
+                 lambda: at.AgenticSearch(model, "20M", torch.randn(1, 3, 32, 32), max_revisions=1)):
         with pytest.raises(ToolkitError, match="weights are on the meta device"):
             call()
 

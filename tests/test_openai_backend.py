@@ -225,7 +225,8 @@ def test_search_with_a_server_refusing_temperature_and_json_schema(one_thread):
     script = [("json", {"pruning_ratio": r, "rationale": f"try {r}"}) for r in (0.3, 0.35, 0.4)]
     with OpenAIStandIn(script, reject={"json_schema", "temperature"}, style="llama_cpp_python") as srv:
         be = _backend(srv)
-        search = at.AgenticSearch(model, "12M", x, backend=be, max_revisions=3, progress=False, solve_budget=False)
+        search = at.AgenticSearch(model, "12M", x, backend=be, max_revisions=3, logging=at.SearchLogging(progress=False),
+                                  budget=at.SearchBudget(solve_budget=False))
         result = search.run()
     assert result.backend == "openai" and result.revisions == 3
     revs = result.records

@@ -9,6 +9,7 @@ import agentic_toolkit as at
 from agentic_toolkit.agents.history import read_history
 from agentic_toolkit.agents.presets import PRESETS, list_search_presets, search_preset
 from agentic_toolkit.agents.sensitivity import measure_sensitivity
+from agentic_toolkit.agents.settings import grouped_options
 from agentic_toolkit.errors import ToolkitError
 
 
@@ -20,7 +21,7 @@ def proxy():
 
 def _search(r20_calibrated, proxy, **kw):
     model, x, _, plan = r20_calibrated
-    return at.AgenticSearch(model, "50%", x, evaluator=proxy, plan=plan, progress=False, **kw)
+    return at.AgenticSearch(model, "50%", x, evaluator=proxy, **grouped_options(plan=plan, progress=False, **kw))
 
 
 def test_presets_are_listed_and_unknown_names_refused():

@@ -11,6 +11,7 @@ from anthropic_standin import StandIn, revision_of
 import agentic_toolkit as at
 from agentic_toolkit.agents.backends.anthropic_backend import AnthropicBackend
 from agentic_toolkit.agents.history import REDACTED, HistoryLog, read_history, redact, to_json_line
+from agentic_toolkit.agents.settings import grouped_options
 
 KEYS = ["x", "1", "sk-test-123"]
 
@@ -89,8 +90,9 @@ def test_keyed_search_history_is_valid_and_key_free(key, r20, tmp_path):
 
         def search(**kw):
             backend = AnthropicBackend(api_key=key, base_url=srv.url, retries=0)
-            return at.AgenticSearch(model, int(0.5 * plan.base_macs), x, backend=backend, log_path=log, plan=plan,
-                                    evaluator=lambda m: 1.0, patience=5, max_revisions=3, progress=False, sensitivity=False, **kw)
+            return at.AgenticSearch(model, int(0.5 * plan.base_macs), x, backend=backend, evaluator=lambda m: 1.0,
+                                    patience=5, max_revisions=3, **grouped_options(
+                                        log_path=log, plan=plan, progress=False, sensitivity=False, **kw))
 
         first = search()
         first.step()

@@ -15,8 +15,8 @@ from agentic_toolkit.training.kd_proxy import KDProxy, kd_proxy
 def finished_search(r20_calibrated):
     model, x, calib, plan = r20_calibrated
     ev = at.default_evaluator(eval_images=256, bn_images=128)
-    search = at.AgenticSearch(model, int(0.5 * plan.base_macs), x, evaluator=ev, plan=plan, max_revisions=4,
-                              progress=False)
+    search = at.AgenticSearch(model, int(0.5 * plan.base_macs), x, evaluator=ev, max_revisions=4,
+                              start=at.SearchStart(plan=plan), logging=at.SearchLogging(progress=False))
     search.run()
     return model, search, ev
 

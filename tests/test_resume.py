@@ -16,6 +16,7 @@ import agentic_toolkit as at
 from agentic_toolkit.agents.backends import make_backend
 from agentic_toolkit.agents.backends.anthropic_backend import AnthropicBackend
 from agentic_toolkit.agents.history import read_history
+from agentic_toolkit.agents.settings import grouped_options
 from agentic_toolkit.errors import ToolkitError
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +65,7 @@ def _search(r20, backend, log, **kw):
     opts = dict(max_revisions=4, patience=5, evaluator=weight_mass, solve_budget=True, plan=plan, progress=False,
                 sensitivity=False)  # the backends' own proposals from revision 2 on (no sensitivity seeds)
     opts.update(kw)
-    return at.AgenticSearch(model, int(0.5 * plan.base_macs), x, backend=backend, log_path=log, **opts)
+    return at.AgenticSearch(model, int(0.5 * plan.base_macs), x, backend=backend, **grouped_options(log_path=log, **opts))
 
 
 def _backends(srv):

@@ -15,6 +15,7 @@ import agentic_toolkit as at
 from agentic_toolkit.agents.analysis import build_context
 from agentic_toolkit.agents.backends.analyst import AnalystBackend
 from agentic_toolkit.agents.latency_view import add_latency_columns, latency_profile_text, slowness
+from agentic_toolkit.agents.settings import grouped_options
 from agentic_toolkit.errors import ToolkitError
 from agentic_toolkit.paths import CACHE_ENV
 
@@ -36,8 +37,8 @@ def r20(tmp_path_factory, one_thread):
 
 def _search(r20, target="90%", **kw):
     model, plan, lat = r20
-    return at.AgenticSearch(model, int(float(target.rstrip("%")) / 100 * plan.base_macs), X32, plan=plan,
-                            latency_model=lat, threads=1, progress=False, **kw)
+    return at.AgenticSearch(model, int(float(target.rstrip("%")) / 100 * plan.base_macs), X32,
+                            **grouped_options(plan=plan, latency_model=lat, threads=1, progress=False, **kw))
 
 
 def test_latency_columns_show_where_macs_are_slow(r20):
@@ -79,8 +80,9 @@ def test_without_constraints_the_prompt_says_macs_only(r20):
 
 def test_params_budget_search(r20):
     model, plan, _ = r20
-    res = at.AgenticSearch(model, int(0.9 * plan.base_macs), X32, plan=plan, progress=False, max_revisions=2,
-                           constraints={"params": "50%"}).run()
+    res = at.AgenticSearch(model, int(0.9 * plan.base_macs), X32, max_revisions=2, start=at.SearchStart(plan=plan),
+                           budget=at.SearchBudget(constraints={"params": "50%"}),
+                           logging=at.SearchLogging(progress=False)).run()
     assert res.converged
     best = next(r for r in res.records if r["revision"] == res.best_revision)
     params = best["budget"]["constraints"]["params"]
@@ -91,12 +93,12 @@ def test_params_budget_search(r20):
 def test_bad_constraints_fail_before_work(r20):
     model, plan, _ = r20
     with pytest.raises(ToolkitError, match="target_macs"):
-        at.AgenticSearch(model, int(0.5 * plan.base_macs), X32, plan=plan, constraints={"macs": "40%"})
+        at.SearchBudget(constraints={"macs": "40%"})
     with pytest.raises(ToolkitError, match="unknown constraint"):
-        at.AgenticSearch(model, int(0.5 * plan.base_macs), X32, plan=plan, constraints={"energy": "1J"})
+        at.AgenticSearch(model, int(0.5 * plan.base_macs), X32, start=at.SearchStart(plan=plan),
+                         budget=at.SearchBudget(constraints={"energy": "1J"}))
     with pytest.raises(ToolkitError, match="solve_budget"):
-        at.AgenticSearch(model, int(0.5 * plan.base_macs), X32, plan=plan, constraints={"params": "50%"},
-                         solve_budget=False)
+        at.SearchBudget(constraints={"params": "50%"}, solve_budget=False)
 
 
 def _ctx(scopes, constraints, history=()):

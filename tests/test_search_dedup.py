@@ -20,6 +20,7 @@ from agentic_toolkit.agents.history import read_history
 from agentic_toolkit.agents.incumbent import score_se
 from agentic_toolkit.agents.keys import cuts_key, shape_key, widths_key
 from agentic_toolkit.agents.presets import SearchPreset
+from agentic_toolkit.agents.settings import grouped_options
 from agentic_toolkit.pruning.strategy import Strategy
 
 #: No sensitivity table and no revision budget: the search times one evaluator call to size it.
@@ -139,8 +140,8 @@ def test_the_search_stops_when_the_analyst_has_no_untried_move(r20):
             return super().propose(ctx)
 
     model, x, _, plan = r20
-    search = at.AgenticSearch(model, int(0.5 * plan.base_macs), x, backend=Tired(), plan=plan, progress=False,
-                              evaluator=lambda m: 50.0, max_revisions=5, patience=5, sensitivity=False)
+    search = at.AgenticSearch(model, int(0.5 * plan.base_macs), x, backend=Tired(), evaluator=lambda m: 50.0,
+                              max_revisions=5, patience=5, **grouped_options(plan=plan, progress=False, sensitivity=False))
     assert search.step()["type"] == "revision" and not search.done
     out = search.step()
     assert out["type"] == "stop" and out["stop_reason"] == "the analyst has no untried move left"
@@ -152,8 +153,9 @@ def test_the_default_budget_is_timed_recorded_and_kept_on_resume(r20, tmp_path):
     log = tmp_path / "budget.jsonl"
     target = int(0.5 * plan.base_macs)
     proxy = make_proxy(batches=2)
-    search = at.AgenticSearch(model, target, x, evaluator=proxy, calibration=calib, plan=plan, log_path=log,
-                              progress=False, preset=TIMED)
+    start = at.SearchStart(plan=plan, calibration=calib)
+    search = at.AgenticSearch(model, target, x, evaluator=proxy, preset=TIMED, start=start,
+                              logging=at.SearchLogging(log_path=log, progress=False))
     header = read_history(log)[0]
     chosen = header["revision_budget"]
     assert proxy.calls == 1 and chosen["chosen"].startswith("timed") and chosen["evaluator_seconds"] > 0
@@ -166,17 +168,17 @@ def test_the_default_budget_is_timed_recorded_and_kept_on_resume(r20, tmp_path):
 
     # resumed: the logged budget, not a new timing (which could differ and refuse the resume)
     proxy2 = make_proxy(batches=2)
-    resumed = at.AgenticSearch(model, target, x, evaluator=proxy2, calibration=calib, plan=plan, log_path=log,
-                               resume=True, progress=False, preset=TIMED)
+    again = at.SearchLogging(log_path=log, resume=True, progress=False)
+    resumed = at.AgenticSearch(model, target, x, evaluator=proxy2, preset=TIMED, start=start, logging=again)
     assert proxy2.calls == 0 and len(resumed.records) == 1
     assert (resumed.max_revisions, resumed.patience) == (header["max_revisions"], header["patience"])
     resumed.close()
     other = header["max_revisions"] + 1  # a larger budget on resume extends the search (logged)
-    extended = at.AgenticSearch(model, target, x, evaluator=proxy2, calibration=calib, plan=plan, log_path=log,
-                                resume=True, progress=False, max_revisions=other, preset=TIMED)
+    extended = at.AgenticSearch(model, target, x, evaluator=proxy2, preset=TIMED, max_revisions=other, start=start,
+                                logging=again)
     assert extended.max_revisions == other and proxy2.calls == 0
     extended.close()
     # without an evaluator nothing is timed: 5 revisions
-    plain = at.AgenticSearch(model, target, x, plan=plan, progress=False)
+    plain = at.AgenticSearch(model, target, x, start=at.SearchStart(plan=plan), logging=at.SearchLogging(progress=False))
     assert plain.max_revisions == 5 and plain.budget_choice["chosen"] == "default without an evaluator"
     assert plain.patience == default_patience(5)

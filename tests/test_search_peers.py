@@ -14,6 +14,7 @@ from agentic_toolkit.agents.backends.optuna_backend import (
     record_params,
 )
 from agentic_toolkit.agents.history import read_history
+from agentic_toolkit.agents.settings import grouped_options
 from agentic_toolkit.errors import ToolkitError
 
 VOLATILE = ("elapsed_s", "started", "log_path")
@@ -32,7 +33,7 @@ def _search(r20, target=None, **kw):
     model, x, plan = r20
     opts = dict(max_revisions=4, patience=4, evaluator=weight_mass, plan=plan, progress=False, sensitivity=False)
     opts.update(kw)
-    return at.AgenticSearch(model, target if target is not None else int(0.5 * plan.base_macs), x, **opts)
+    return at.AgenticSearch(model, target if target is not None else int(0.5 * plan.base_macs), x, **grouped_options(**opts))
 
 
 # --- percent targets ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import torch
 import agentic_toolkit as at
 from agentic_toolkit.agents.backends import PlannerBackend
 from agentic_toolkit.agents.history import history_frame, read_history
+from agentic_toolkit.agents.settings import grouped_options
 from agentic_toolkit.errors import ToolkitError
 from agentic_toolkit.pruning.strategy import Strategy
 
@@ -32,7 +33,7 @@ def _search(r20, case, **kw):
     opts = dict(CASES[case])
     target = int(opts.pop("fraction") * plan.base_macs)
     kw.setdefault("sensitivity", False)  # the backends' own proposals from revision 2 on (no sensitivity seeds)
-    return at.AgenticSearch(model, target, x, max_revisions=3, plan=plan, progress=False, **opts, **kw)
+    return at.AgenticSearch(model, target, x, max_revisions=3, **grouped_options(plan=plan, progress=False, **opts, **kw))
 
 
 def _strip(records):
@@ -85,8 +86,9 @@ def test_a_proposer_repeating_itself_stops_the_search_without_a_record(r20):
             return Strategy(pruning_ratio=0.1), "always the same"
 
     model, x, plan = r20
-    search = at.AgenticSearch(model, int(0.3 * plan.base_macs), x, backend=Stubborn(), solve_budget=False,
-                              plan=plan, progress=False)
+    search = at.AgenticSearch(model, int(0.3 * plan.base_macs), x, backend=Stubborn(),
+                              budget=at.SearchBudget(solve_budget=False), start=at.SearchStart(plan=plan),
+                              logging=at.SearchLogging(progress=False))
     first = search.step()
     assert first["type"] == "revision" and first["decision"] == "continue" and not search.done
     second = search.step()
@@ -125,7 +127,8 @@ def test_resume_after_two_steps_gives_the_uninterrupted_records(r20, tmp_path):
 def test_bad_input_raises_before_any_work(tmp_path):
     log = tmp_path / "never.jsonl"
     with pytest.raises(ToolkitError, match="max_revisions must be an integer >= 1"):
-        at.AgenticSearch(torch.nn.Conv2d(3, 8, 3), "1M", torch.randn(1, 3, 8, 8), max_revisions=0, log_path=log)
+        at.AgenticSearch(torch.nn.Conv2d(3, 8, 3), "1M", torch.randn(1, 3, 8, 8), max_revisions=0,
+                         logging=at.SearchLogging(log_path=log))
     assert not log.exists()
 
 

@@ -5,7 +5,6 @@ says why. Also the system prompt template (``system=``) and the token / time acc
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -127,8 +126,10 @@ def test_the_loop_records_why_and_sums_usage(r20, tmp_path):
     assert all(r["body"]["system"] == recs[0]["system_prompt"] for r in srv.requests)
     assert json.loads(log.read_text().splitlines()[-1])["proposers"] == res.proposers
     with pytest.raises(ToolkitError, match="takes no system prompt"):
-        at.AgenticSearch(model, int(0.5 * plan.base_macs), x, backend=lambda s: "{}", plan=plan, system=Path("x.txt"))
+        at.AgenticSearch(model, int(0.5 * plan.base_macs), x, backend=lambda s: "{}", start=at.SearchStart(plan=plan),
+                         prompts=at.SearchPrompts(system="You prune."))
     never = tmp_path / "never.jsonl"
     with pytest.raises(ToolkitError, match="system prompt template file not found"):
-        at.AgenticSearch(model, int(0.5 * plan.base_macs), x, backend=backend, log_path=never, system=tmp_path / "nope.txt")
+        at.run_agentic_pruning(model, int(0.5 * plan.base_macs), x, backend=backend, log_path=never,
+                               system=tmp_path / "nope.txt")
     assert not never.exists()

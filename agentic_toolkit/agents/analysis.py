@@ -47,9 +47,28 @@ TRUNCATED = "the reply was cut off at the token limit (max_tokens) before it was
 class Proposal:
     """One proposed strategy and how it came about (all of it is recorded in the history).
 
-    ``system_prompt`` is the system text sent to a language model (None for a planner);
-    ``llm_input_tokens`` / ``llm_output_tokens`` / ``llm_seconds`` sum every request of this
-    proposal (the repair request included; tokens None when the backend does not report them).
+    Args:
+        strategy: the proposed :class:`~agentic_toolkit.Strategy`.
+        rationale: the proposer's reason, in words.
+        prompt: the rendered analysis prompt.
+        raw_reply: the reply as received (for a planner, its strategy as JSON).
+        backend: the backend's name; ``proposer`` who proposed (the analyst on a fallback).
+        fallback: the backend's reply was unusable and the analyst proposed instead.
+        repaired: the reply was valid only after the repair request.
+        errors: what was wrong with the reply; ``repair_prompt`` / ``repair_reply`` the repair exchange.
+        meta: backend-specific details.
+        system_prompt: the system text sent to a language model (None for a planner).
+        llm_input_tokens, llm_output_tokens, llm_seconds: the sum over every request of this
+            proposal (the repair request included; tokens None when the backend does not report them).
+
+    Returns:
+        :meth:`to_record` gives the JSON-ready fields of a history record.
+
+    Example:
+        >>> from agentic_toolkit import Proposal, Strategy
+        >>> p = Proposal(Strategy(pruning_ratio=0.3), "start small", "prompt", "{}", "analyst")
+        >>> p.proposer, p.to_record()["proposed"]["pruning_ratio"]
+        ('analyst', 0.3)
     """
 
     strategy: Strategy
@@ -349,21 +368,48 @@ def propose_strategy(
     latency: dict | None = None,
     min_macs: Callable[[Strategy], int] | None = None,
 ) -> Proposal:
-    """Ask the Analysis agent (``backend``) for the next strategy.
+    """Ask the Analysis agent (``backend``) for the next strategy: one proposal, no pruning.
 
-    ``profile`` is a :class:`~agentic_toolkit.profiling.profile.MacProfile` (its ``summary()`` goes into
-    the prompt and its ``total_macs`` is the baseline unless ``base_macs`` is given),
-    ``scopes`` the :func:`~agentic_toolkit.describe_scopes` table, ``history`` the past
-    revision records (list of dicts or a DataFrame). ``prompt``, ``repair_prompt`` and
-    ``system`` override the analysis, repair and system templates (text or a Path; a custom
-    system text is rendered with the same fields and replaces the language model's own
-    system prompt; a backend whose ``request`` takes no ``system=``, e.g. a plain callable,
-    refuses one with :class:`ToolkitError`). The rendered prompt is always recorded in the
-    :class:`Proposal`, also for the offline backends; the system text a model got too.
-    ``constraints`` (budgets besides the MAC target) and ``latency`` (the device's latency
-    summary, :func:`~agentic_toolkit.agents.latency_view.latency_info`) fill the prompt's
-    ``$constraints`` and ``$latency_profile``. ``min_macs`` (``strategy -> smallest reachable
-    MACs``) lets a planner keep its proposals within the solver's reach.
+    A language model's reply is parsed against the strategy schema (never executed), with
+    one repair request when it is invalid and the offline analyst as the fallback. The
+    rendered prompt is always recorded in the :class:`Proposal`, also for the offline
+    backends; the system text a model got too.
+
+    Args:
+        profile: a :class:`~agentic_toolkit.MacProfile` (its ``summary()`` goes into the
+            prompt; its ``total_macs`` is the baseline unless ``base_macs`` is given).
+        scopes: the :func:`~agentic_toolkit.describe_scopes` table.
+        history: the past revision records (a list of dicts or a DataFrame; ``[]`` at first).
+        target_macs: the MAC target, a count (``4.1e9``, ``"20M"``).
+        tolerance: ``(over, under)`` in percent around the target.
+        backend: ``"analyst"``, ``"grid"``, ``"anthropic"``, ``"openai"``, a
+            :class:`~agentic_toolkit.agents.backends.Backend` or a callable ``prompt -> reply``.
+        prompt, repair_prompt, system: the analysis, repair and system templates (text or a
+            Path; None: packaged). A custom system text is rendered with the same fields and
+            replaces the language model's own; a backend whose ``request`` takes no
+            ``system=`` (e.g. a plain callable) refuses one with :class:`ToolkitError`.
+        base_macs: the unpruned MACs (None: ``profile.total_macs``).
+        revision, max_revisions: which revision this is, of how many (shown in the prompt).
+        solve_budget: whether the search solves the ratio (the proposer's ratio is then a hint).
+        base_strategy: the reference strategy (revision 1).
+        constraints: budgets besides the MAC target (the prompt's ``$constraints``).
+        latency: the device's latency summary
+            (:func:`~agentic_toolkit.agents.latency_view.latency_info`; ``$latency_profile``).
+        min_macs: ``strategy -> smallest reachable MACs``, to keep a planner's proposals
+            within the solver's reach.
+
+    Returns:
+        A :class:`Proposal`: the strategy, the rationale, the prompt and raw reply, and how
+        the proposal came about (fallback, repair, token counts).
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> model, x = at.create_model("cifar_resnet20"), torch.randn(1, 3, 32, 32)
+        >>> reply = '{"importance": "magnitude_l1", "pruning_ratio": 0.3, "rationale": "start small"}'
+        >>> p = at.propose_strategy(at.profile_macs(model, x), at.describe_scopes(model, x), [], "20M",
+        ...                         backend=lambda prompt: reply)
+        >>> p.strategy.pruning_ratio, p.proposer, p.fallback
+        (0.3, 'callable', False)
     """
     ctx = build_context(
         profile, scopes, history, target_macs, tolerance, base_macs=base_macs, revision=revision,

@@ -86,14 +86,14 @@ def prune_candidate(search, strategy: Strategy) -> Candidate:
             return Candidate(strategy, keys=keys, duplicate=dup)
         result = recount(apply_isomorphic_prune(
             search.model, strategy, search.example_inputs, calibration=search.calibration, plan=search.plan
-        ), search.plan, getattr(search, "counter", "macs"))
+        ), search.plan, search.counter)
         return Candidate(strategy, result, keys=keys)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fit_to_budget(
             search.model, strategy, search.target_macs, search.example_inputs, tolerance=search.tolerance,
-            calibration=search.calibration, plan=search.plan, counter=getattr(search, "counter", "macs"),
-            **getattr(search, "fit_kwargs", {}),
+            calibration=search.calibration, plan=search.plan, counter=search.counter,
+            **search.fit_kwargs,
         )
     keys = candidate_keys(search.plan, fit.strategy, fit.selection)
     dup = duplicate_of(search.records, keys)
@@ -193,7 +193,7 @@ def rebuild_candidate(search, record: dict) -> nn.Module:
     rebuilt = recount(apply_isomorphic_prune(
         search.model, Strategy.from_dict(record["strategy"]), search.example_inputs,
         calibration=search.calibration, plan=search.plan,
-    ), search.plan, getattr(search, "counter", "macs"))
+    ), search.plan, search.counter)
     if int(rebuilt.macs) != int(record["achieved_macs"]):
         raise ToolkitError(
             f"rebuilding revision {record['revision']} gave {rebuilt.macs} MACs, the log says "
@@ -236,24 +236,24 @@ def search_header(search, model_name: str) -> dict:
     """
     system = _system_text(search)
     templates = {
-        "analysis": text_sha256(template_text(search.prompt, "analysis")),
-        "repair": text_sha256(template_text(search.repair_prompt, "repair")),
+        "analysis": text_sha256(template_text(search.prompts.analysis, "analysis")),
+        "repair": text_sha256(template_text(search.prompts.repair, "repair")),
         "system": None if system is None else text_sha256(system),
     }
     return {
         "type": "header", "version": FORMAT_VERSION, "model": model_name,
-        "target_macs": search.target_macs, "target_given": getattr(search, "target_given", search.target_macs),
+        "target_macs": search.target_macs, "target_given": search.target_given,
         "tolerance": list(search.tolerance),
         "max_revisions": search.max_revisions, "patience": search.patience, "solve_budget": search.solve_budget,
-        "revision_budget": getattr(search, "budget_choice", None),
-        "counter": getattr(search, "counter", "macs"),
+        "revision_budget": search.budget_choice,
+        "counter": search.counter,
         "base_macs": search.base_macs, "base_params": int(getattr(search.profile, "params", 0) or 0),
         "weights_sha256": weights_fingerprint(search.model), "base_strategy": search.base_strategy.to_dict(),
         "backend_name": search.engine.name, "backend": search.engine.describe(),
         "evaluator": evaluator_identity(search.evaluator),
         "calibration_sha256": calibration_fingerprint(getattr(search.plan, "calibration", None)),
         "templates": templates, "system_prompt": system,
-        "constraints": getattr(search, "constraints", None) or None, "latency": getattr(search, "latency", None),
+        "constraints": search.constraints or None, "latency": search.latency,
         "preset": search.preset.name, "sensitivity": search.sensitivity_spec,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -261,14 +261,15 @@ def search_header(search, model_name: str) -> dict:
 
 def _system_text(search) -> str | None:
     """The system template a language model gets: ``system=`` as given, else the backend's own."""
-    if search.system is not None:
-        return template_text(search.system, "system").strip()
+    if search.prompts.system is not None:
+        return template_text(search.prompts.system, "system").strip()
     default = getattr(search.engine, "default_system", None)
     return default() if search.engine.is_llm and callable(default) else None
 
 
-def held_model(search, best: dict | None) -> tuple[nn.Module | None, float | None]:
-    """``(model as scored, score)`` of a search's best revision: held since it ran, or rebuilt.
+def held_model(search, best: dict | None, held: tuple | None) -> tuple[int, nn.Module, float | None] | None:
+    """``(revision, model as scored, score)`` of a search's best revision: the one held since
+    it ran (``held``, the same triple), or rebuilt; None without a best revision.
 
     A revision finished in an earlier session is rebuilt (pruning is deterministic for a
     strategy) and, when it was scored, scored again, which also gives the evaluator's
@@ -276,18 +277,18 @@ def held_model(search, best: dict | None) -> tuple[nn.Module | None, float | Non
     one is warned about, and the result reports the new one (``evaluator(model) == score``).
     """
     if best is None:
-        return None, None
-    if search._held is None or search._held[0] != best["revision"]:
-        model, score = rebuild_candidate(search, best), best.get("score")
-        if score is not None and search.evaluator is not None:
-            score, model = score_model(search.evaluator, model)
-            if score != best["score"]:
-                warnings.warn(
-                    f"re-scoring revision {best['revision']} gave {score!r}, the log says {best['score']!r} "
-                    "(a nondeterministic evaluator?); the result reports the new score", stacklevel=3,
-                )
-        search._held = (best["revision"], model, score)
-    return search._held[1], search._held[2]
+        return None
+    if held is not None and held[0] == best["revision"]:
+        return held
+    model, score = rebuild_candidate(search, best), best.get("score")
+    if score is not None and search.evaluator is not None:
+        score, model = score_model(search.evaluator, model)
+        if score != best["score"]:
+            warnings.warn(
+                f"re-scoring revision {best['revision']} gave {score!r}, the log says {best['score']!r} "
+                "(a nondeterministic evaluator?); the result reports the new score", stacklevel=3,
+            )
+    return best["revision"], model, score
 
 
 __all__ = [

@@ -9,7 +9,6 @@ import torch.nn as nn
 
 from ..errors import ToolkitError
 from ..inputs import check_model_inputs
-from ..pruning.budget import check_tolerance
 from .history import HistoryLog
 from .targets import check_target
 
@@ -25,10 +24,8 @@ RESUME_KEYS = (
 #: (a resumed search may reach the same model through another endpoint, wait longer...).
 BACKEND_OPERATIONAL = ("base_url", "timeout_s", "retries")
 
-def validate_inputs(
-    target_macs, tolerance, max_revisions, patience, evaluator, model, example_inputs
-) -> tuple[int | str, tuple[float, float]]:
-    """``(target MACs, (over, under))``; :class:`ToolkitError` naming the first bad input.
+def validate_inputs(target_macs, max_revisions, patience, evaluator, model, example_inputs) -> int | str:
+    """The target MACs; :class:`ToolkitError` naming the first bad input.
 
     A percentage target (``"50%"``) is returned as given, to be resolved against the
     model's MACs (:func:`~agentic_toolkit.agents.targets.resolve_target`).
@@ -38,7 +35,6 @@ def validate_inputs(
     if not isinstance(model, nn.Module):
         raise ToolkitError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     target = check_target(target_macs)
-    tol = check_tolerance(tolerance)
     for name, value in (("max_revisions", max_revisions), ("patience", patience)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ToolkitError(f"{name} must be an integer >= 1 (or None for the default), got {value!r}")
@@ -47,7 +43,7 @@ def validate_inputs(
     check_model_inputs(model, example_inputs)
     if evaluator is not None and not callable(evaluator):
         raise ToolkitError("evaluator must be a callable model -> score (higher is better), or None")
-    return target, tol
+    return target
 
 
 def model_name_of(model: nn.Module, given: str | None) -> str:

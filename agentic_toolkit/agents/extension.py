@@ -68,24 +68,18 @@ def resume_budget(records: list[dict], given: int) -> tuple[int, int]:
     return given, 0
 
 
-def open_extensions(search, extra: int) -> None:
-    """Apply the logged extensions to a search just opened, then extend it by ``extra`` more.
+def extension_record(search, n: int) -> dict:
+    """The ``extend`` record that gives ``search`` ``n`` more revisions (see the module docstring).
 
-    Sets ``search.max_revisions`` (the original plus every logged ``by``) and
-    ``search.patience_from``; ``extra > 0`` appends a new ``extend`` record.
-    """
-    added, search.patience_from = extension_state(search.log.records)
-    search.max_revisions += added
-    if extra > 0:
-        extend_search(search, extra)
-
-
-def extend_search(search, n: int) -> None:
-    """Give ``search`` ``n`` more revisions (see the module docstring).
+    The search appends it and applies it (:meth:`AgenticSearch.extend
+    <agentic_toolkit.AgenticSearch.extend>`).
 
     Args:
-        search: an :class:`~agentic_toolkit.agents.search.AgenticSearch`.
+        search: an :class:`~agentic_toolkit.agents.search.AgenticSearch` (read, not changed).
         n: how many revisions to add (an integer >= 1).
+
+    Returns:
+        ``{"type": "extend", "by": n, "max_revisions": new total, "after_revision": revisions so far}``.
 
     Raises :class:`ToolkitError` for a bad ``n`` or when the search would stop at once
     (a search without an evaluator that already has a candidate in band).
@@ -99,9 +93,7 @@ def extend_search(search, n: int) -> None:
     )
     if reason is not None:
         raise ToolkitError(f"cannot extend the search: it would stop at once ({reason})")
-    search.log.append({"type": EXTEND, "by": n, "max_revisions": new, "after_revision": since})
-    search.max_revisions, search.patience_from = new, since
-    search.stop_reason, search._result, search._result_logged = None, None, False
+    return {"type": EXTEND, "by": n, "max_revisions": new, "after_revision": since}
 
 
-__all__ = ["EXTEND", "extend_search", "extension_state", "open_extensions", "resume_budget"]
+__all__ = ["EXTEND", "extension_record", "extension_state", "resume_budget"]

@@ -14,12 +14,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 #: latency_per_mac beyond which a scope counts as slow (above) or cheap (below 1 / this).
 SLOW = 1.15
+
+
+class BudgetView(NamedTuple):
+    """A search's budgets besides the MAC target, as :func:`budget_view` prepares them."""
+
+    #: The checked budgets besides MACs (``{}`` without).
+    constraints: dict[str, Any]
+    #: What every :func:`~agentic_toolkit.fit_to_budget` call of the search gets.
+    fit_kwargs: dict[str, Any]
+    #: What the prompt says about the device and the latency table (:func:`latency_info`), or None.
+    latency: dict[str, Any] | None
+    #: The scope table the prompt and the analyst see (with the latency columns when there is a table).
+    scopes: pd.DataFrame
 
 
 def add_latency_columns(scopes: pd.DataFrame, shares: Mapping[str, float]) -> pd.DataFrame:
@@ -76,36 +89,41 @@ def constraints_text(constraints: Mapping[str, Any] | None) -> str:
             "binds (lands in its band) and the others end at or below theirs, so MACs may land below the MAC band.")
 
 
-def prepare_constraints(search, constraints: Mapping[str, Any] | None, device: str, threads: int | None,
-                        latency_model) -> None:
-    """Set a search's budgets besides the MAC target: ``search.constraints`` (checked),
-    ``search.fit_kwargs`` (what every :func:`~agentic_toolkit.fit_to_budget` call gets), and
-    with a latency budget or a given ``latency_model`` the table (measured once, cached on
-    disk), ``search.latency`` (:func:`latency_info`) and the scope table's latency columns."""
-    from ..errors import ToolkitError
+def budget_view(budget, target_macs: int, plan, scopes: pd.DataFrame, progress: bool = False) -> BudgetView:
+    """What a search's :class:`~agentic_toolkit.agents.settings.SearchBudget` gives it besides the MAC target.
+
+    Args:
+        budget: the search's budget settings.
+        target_macs: the resolved MAC target (the constraints are checked against it).
+        plan: the search's :class:`~agentic_toolkit.PrunePlan`.
+        scopes: its scope table (``plan.describe()``).
+        progress: show a progress bar while a latency table is measured.
+
+    Returns:
+        A :class:`BudgetView`. With a latency budget or a given ``latency_model`` the table
+        is measured once (cached on disk) and, unless ``budget.latency_view`` is False, the
+        scope table gets the latency columns.
+    """
     from ..pruning.constraints import check_constraints
 
-    constraints = dict(constraints or {})
-    if "macs" in constraints:
-        raise ToolkitError("give the MAC budget as target_macs, not constraints['macs']")
-    check_constraints(search.target_macs, constraints)
-    if constraints and not search.solve_budget:
-        raise ToolkitError("constraints= need solve_budget=True (the solver meets them)")
-    search.constraints, search.latency = constraints, None
-    search.fit_kwargs = {"constraints": constraints, "device": device, "threads": threads} if constraints else {}
-    if "latency" not in constraints and latency_model is None:
-        return
-    if latency_model is None:
+    constraints = dict(budget.constraints or {})
+    check_constraints(target_macs, constraints)
+    fit_kwargs = {"constraints": constraints, "device": budget.device, "threads": budget.threads} if constraints else {}
+    lat = budget.latency_model
+    if "latency" not in constraints and lat is None:
+        return BudgetView(constraints, fit_kwargs, None, scopes)
+    if lat is None:
         from ..pruning.latency_model import build_latency_model
 
-        latency_model = build_latency_model(search.plan, device, threads, progress=search.progress)
-    search.fit_kwargs["latency_model"] = latency_model
-    batch = int(search.plan.input_shape[0]) if getattr(search.plan, "input_shape", None) else 1
-    search.latency = latency_info(latency_model, device, threads, batch)
-    search.scopes = add_latency_columns(search.scopes, latency_model.scope_shares(search.plan))
+        lat = build_latency_model(plan, budget.device, budget.threads, progress=progress)
+    fit_kwargs["latency_model"] = lat
+    batch = int(plan.input_shape[0]) if getattr(plan, "input_shape", None) else 1
+    if budget.latency_view:
+        scopes = add_latency_columns(scopes, lat.scope_shares(plan))
+    return BudgetView(constraints, fit_kwargs, latency_info(lat, budget.device, budget.threads, batch), scopes)
 
 
 __all__ = [
-    "SLOW", "add_latency_columns", "constraints_text", "latency_info", "latency_profile_text", "prepare_constraints",
+    "SLOW", "BudgetView", "add_latency_columns", "constraints_text", "latency_info", "latency_profile_text", "budget_view",
     "slowness",
 ]

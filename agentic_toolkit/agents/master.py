@@ -16,24 +16,50 @@ from .decisions import best_revision, check_divergence, stop_reason
 from .history import history_frame
 from .result import SearchResult
 from .search import AgenticSearch
+from .settings import grouped_options
 
 
 def run_agentic_pruning(model: nn.Module, target_macs: int | float | str, example_inputs, **options: Any) -> SearchResult:
-    """Search a pruning strategy that lands ``model`` in the MAC band around ``target_macs``.
+    """Search a pruning strategy that lands ``model`` in the MAC band around ``target_macs``, in one call.
 
-    ``AgenticSearch(model, target_macs, example_inputs, **options).run()``: the same
-    keywords (``tolerance``, ``max_revisions``, ``backend``, ``evaluator``, ``calibration``,
-    ``solve_budget``, ``log_path``, ``resume``, ``base_strategy``, ``prompt``,
-    ``repair_prompt``, ``system``, ``patience``, ``model_name``, ``progress``, ``plan``,
-    ``on_revision``, ``counter``, ``sensitivity``, ``constraints``, ``device``, ``threads``,
-    ``latency_model``, ``preset``), see :class:`~agentic_toolkit.agents.search.AgenticSearch`;
-    ``target_macs`` may be a share such as ``"50%"``. Bad input
-    raises :class:`~agentic_toolkit.errors.ToolkitError` before any work is done; ``resume=True``
-    with a ``max_revisions`` above the logged one extends the search
-    (:meth:`~agentic_toolkit.agents.search.AgenticSearch.extend`). Returns the
-    :class:`SearchResult` holding the best pruned model.
+    ``AgenticSearch(model, target_macs, example_inputs, **grouped_options(**options)).run()``:
+    every field of the settings groups may be given as a flat keyword (a shortcut), and is
+    folded into its group (:func:`~agentic_toolkit.agents.settings.grouped_options`); a
+    shortcut overrides that field of a group given too. ``resume=True`` with a
+    ``max_revisions`` above the logged one extends the search
+    (:meth:`~agentic_toolkit.agents.search.AgenticSearch.extend`).
+
+    Args:
+        model: the model to prune (never changed).
+        target_macs: a count (``4.16e9``, ``"450M"``) or a share of the model's MACs (``"50%"``).
+        example_inputs: a batch of inputs to trace the model with.
+        **options: :class:`~agentic_toolkit.AgenticSearch`'s keywords (``backend``,
+            ``evaluator``, ``preset``, ``max_revisions``, ``patience``, ``budget``, ``start``,
+            ``prompts``, ``logging``) and the shortcuts for their fields:
+
+            - :class:`~agentic_toolkit.SearchBudget`: ``tolerance``, ``counter``,
+              ``constraints``, ``device``, ``threads``, ``latency_model``, ``latency_view``,
+              ``solve_budget``, ``executor``;
+            - :class:`~agentic_toolkit.SearchStart`: ``plan``, ``calibration``,
+              ``base_strategy``, ``sensitivity``;
+            - :class:`~agentic_toolkit.SearchPrompts`: ``prompt`` (its ``analysis``),
+              ``repair_prompt`` (``repair``), ``system``;
+            - :class:`~agentic_toolkit.SearchLogging`: ``log_path``, ``resume``,
+              ``on_revision``, ``progress``, ``model_name``.
+
+    Returns:
+        The :class:`SearchResult` holding the best pruned model. Bad input raises
+        :class:`~agentic_toolkit.errors.ToolkitError` before any work is done.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> model = at.create_model("cifar_resnet20")
+        >>> res = at.run_agentic_pruning(model, "50%", torch.randn(1, 3, 32, 32), tolerance=(2, 2),
+        ...                              max_revisions=1, progress=False)
+        >>> res.converged, res.revisions, res.macs < res.base_macs
+        (True, 1, True)
     """
-    return AgenticSearch(model, target_macs, example_inputs, **options).run()
+    return AgenticSearch(model, target_macs, example_inputs, **grouped_options(**options)).run()
 
 
 __all__ = [

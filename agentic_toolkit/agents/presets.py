@@ -3,7 +3,8 @@
 A preset says whether the Profiling agent measures a sensitivity table before the analyst
 explores, at which shares and with how cheap a probe scorer, and how many revisions the
 search may spend. ``AgenticSearch(..., preset="default")`` (the default) applies one; any
-setting given explicitly (``sensitivity=``, ``max_revisions=``, ``patience=``) wins over it.
+setting given explicitly (``SearchStart(sensitivity=...)``, ``max_revisions=``, ``patience=``)
+wins over it.
 :func:`list_search_presets` lists them with their cost and accuracy as measured by
 ``benchmarks/search_pareto.py`` (``data/search_pareto.csv``).
 """
@@ -43,6 +44,19 @@ class SearchPreset:
             continuous score that ranks one group's damage on few images) or ``"top1"``.
             A plain callable evaluator scores the table itself.
         max_revisions: the search's revision budget (None: timed, about 15 minutes).
+
+    Returns:
+        An immutable preset; pass it (or its name) as ``AgenticSearch(preset=...)``.
+
+    Example:
+        >>> import dataclasses
+        >>> from agentic_toolkit import SearchPreset
+        >>> from agentic_toolkit.agents.presets import search_preset
+        >>> quick = dataclasses.replace(search_preset("fast"), name="quick", max_revisions=3)
+        >>> quick.fractions, quick.max_revisions, quick.sensitivity
+        ((0.5,), 3, True)
+        >>> isinstance(quick, SearchPreset)
+        True
     """
 
     name: str

@@ -10,6 +10,7 @@ import torch.nn as nn
 from ..pruning.strategy import Strategy
 from ..units import format_macs
 from .decisions import proposer_label
+from .history import history_frame
 from .incumbent import DEFAULT_EVAL_IMAGES, NOISE_K, beats, record_se
 from .keys import shape_key
 
@@ -75,6 +76,25 @@ class SearchResult:
     ± ``default_se`` that of the base strategy at the same budget (``default_revision``,
     revision 1 with the analyst), ``gain`` = score - default_score and ``gain_significant``
     whether it exceeds 2 SE of the default (None when the default was not scored).
+
+    Args:
+        converged: a candidate landed in the band.
+        model, strategy, macs, params, score: the best candidate (None without one).
+        revisions: how many revisions ran; ``best_revision`` / ``first_in_band`` which.
+        history, records: the revision table and the raw records.
+        target_macs, base_macs, tolerance, counter: the target, the unpruned count, the band
+            and the MAC convention they are in.
+        stop_reason: why the Master stopped; ``backend`` who proposed; ``log_path`` the history file.
+
+    Returns:
+        :meth:`summary` (one line), :meth:`to_dict` (JSON-ready), :meth:`to_frame` (the history).
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> res = at.run_agentic_pruning(at.create_model("cifar_resnet20"), "50%", torch.randn(1, 3, 32, 32),
+        ...                              tolerance=(2, 2), max_revisions=1, progress=False)
+        >>> res.converged, abs(res.error_pct) <= 2, res.to_frame()["revision"].tolist()
+        (True, True, [1])
     """
 
     converged: bool
@@ -133,6 +153,28 @@ class SearchResult:
             out.update(default_revision=ref["revision"], default_score=ref["score"], default_se=round(d_se, 6),
                        gain=round(gain, 6), gain_significant=bool(beats(score, ref["score"], d_se, NOISE_K)))
         return out
+
+    @classmethod
+    def from_search(cls, search, best: dict | None, model, score: float | None) -> SearchResult:
+        """The result of ``search`` (an :class:`~agentic_toolkit.AgenticSearch`, read, not
+        changed) so far: ``best`` its best revision record, ``model`` and ``score`` that
+        revision's model as scored and its score (None without a best revision)."""
+        revs = search.records
+        return cls(
+            converged=bool(best is not None and best.get("in_band")),
+            model=model,
+            strategy=Strategy.from_dict(best["strategy"]) if best is not None else None,
+            macs=int(best["achieved_macs"]) if best is not None else None,
+            params=best.get("params") if best is not None else None,
+            score=score, revisions=len(revs), history=history_frame(revs),
+            target_macs=search.target_macs, base_macs=search.base_macs, tolerance=search.tolerance,
+            best_revision=best["revision"] if best is not None else None,
+            first_in_band=next((r["revision"] for r in revs if r.get("in_band")), None),
+            stop_reason=search.stop_reason or "", backend=search.engine.name, counter=search.counter,
+            log_path=str(search.log.path) if search.log.path else None, records=list(revs),
+            **cls.usage_fields(revs),
+            **cls.gain_fields(revs, best, score, search.base_strategy, search.eval_images),
+        )
 
     @classmethod
     def usage_fields(cls, records: list[dict]) -> dict:

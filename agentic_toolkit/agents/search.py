@@ -2,23 +2,22 @@
 
 :class:`AgenticSearch` builds the profile, the pruning plan and the scopes once; each
 :meth:`~AgenticSearch.step` runs one revision and appends its record to the history (a
-JSONL file when ``log_path`` is given, flushed at once), checks for divergence and decides
-whether to stop. Every decision is a function of the recorded history only
-(:mod:`~agentic_toolkit.agents.decisions`), so ``resume=True`` continues a killed search
-exactly where it stopped: finished revisions are read back, never redone.
+JSONL file with ``SearchLogging(log_path=...)``, flushed at once), checks for divergence and
+decides whether to stop. Every decision is a function of the recorded history only
+(:mod:`~agentic_toolkit.agents.decisions`), so ``SearchLogging(resume=True)`` continues a killed
+search exactly where it stopped: finished revisions are read back, never redone. Its settings
+groups are in :mod:`~agentic_toolkit.agents.settings`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
 from ..errors import ToolkitError
-from ..pruning.budget import check_counter
 from ..pruning.strategy import Strategy
 from ..units import format_macs
 from .analysis import check_system, propose_strategy
@@ -34,14 +33,14 @@ from .decisions import (
     stop_reason,
     takeover_active,
 )
-from .extension import extend_search, open_extensions, resume_budget
+from .extension import extension_record, extension_state, resume_budget
 from .history import HistoryLog, MemoryLog, history_frame, releases_log_on_error
 from .incumbent import DEFAULT_EVAL_IMAGES
-from .latency_view import prepare_constraints
+from .latency_view import budget_view
 from .presets import SearchPreset, search_preset
-from .prompting import check_templates
 from .result import SearchResult
 from .sensitivity import seed_proposals
+from .settings import SearchBudget, SearchLogging, SearchPrompts, SearchStart, settings_group
 from .targets import reach_oracle, resolve_target
 
 
@@ -54,58 +53,54 @@ class AgenticSearch:
     and returns its record; :meth:`run` steps until :attr:`done` and returns :attr:`result`.
 
     Each revision: the Analysis agent (``backend``) proposes a strategy from the profile,
-    the scopes and the history; with ``solve_budget`` :func:`~agentic_toolkit.fit_to_budget`
-    sets its global ratio (otherwise the proposer's ratio is used as is, the paper's
-    setting); a copy of ``model`` is pruned and measured; an in-band candidate is scored
-    with ``evaluator`` (higher is better, e.g. :func:`~agentic_toolkit.proxy_accuracy`).
-    Without an evaluator the search stops at the first in-band candidate; with one it goes
-    on exploring until ``patience`` revisions bring no kept move (the best is the
+    the scopes and the history; the budget solver sets its global ratio
+    (``SearchBudget(solve_budget=False)``: the proposer's ratio as is, the paper's setting);
+    a copy of ``model`` is pruned and measured; an in-band candidate is scored with
+    ``evaluator``. Without an evaluator the search stops at the first in-band candidate;
+    with one it explores until ``patience`` revisions bring no kept move (the best is the
     noise-aware incumbent: a candidate replaces it only when it scores more than 2 standard
     errors higher), the analyst has no untried move left, or ``max_revisions``. A candidate
-    identical to one already scored (the same channels cut in every group, e.g. every stage
-    scaled by one factor under the solver) is not evaluated: its record copies the earlier
-    score and says ``duplicate_of``. ``max_revisions=None`` times one ``evaluator(model)``
-    call and runs as many revisions as fit in about 15 minutes (5 to 25; 5 without an
-    evaluator); ``patience=None`` is a third of that (at least 3); a resumed search reuses
-    the values its history logged.
-    A language model that diverges (error not shrinking, or oscillating) hands the
-    remaining revisions to the offline analyst (decided on, and written into, the
-    revision where it diverged: its ``handover`` field).
+    identical to one already scored is not evaluated (its record says ``duplicate_of``). A
+    language model that diverges hands the remaining revisions to the offline analyst.
+    With an evaluator the preset first lets the Profiling agent measure each channel
+    group's sensitivity; revisions 2 and 3 are its two allocations for the target
+    (:mod:`~agentic_toolkit.agents.sensitivity`). The history header records what decides
+    the outcome; a resume with anything different raises naming each field.
 
-    ``target_macs`` is a count (``4.16e9``, ``"450M"``) or a share of the model's MACs in
-    ``counter`` (``"50%"``; the header records the resolved count and ``target_given``).
-    ``tolerance=(over, under)`` in percent: at most ``over`` % above and ``under`` % below
-    the target. The history goes to ``log_path`` (JSONL, flushed every revision);
-    ``resume=True`` continues a killed search from it (the finished revisions are read
-    back, not redone) and replays the uninterrupted search exactly; the header records what
-    decides the outcome (settings, weights, backend, evaluator and a fingerprint of its
-    data, calibration, template hashes) and a resume with anything different raises
-    :class:`~agentic_toolkit.errors.ToolkitError` naming each field. ``prompt``,
-    ``repair_prompt`` and ``system`` replace the packaged templates (text or a Path).
-    ``plan`` (a :class:`~agentic_toolkit.PrunePlan` of this model, e.g.
-    ``BudgetFit.plan``) reuses a dependency graph and importance scores across searches.
-    ``on_revision(record)`` is called with each revision's record as soon as it is logged
-    (also for the revisions read back on resume). ``counter`` is the MAC convention the
-    target, the band and every MAC number of the search are in: ``"macs"`` (default) or
-    ``"torch_pruning"`` (``count_ops_and_params``, the paper's; see
-    :func:`~agentic_toolkit.fit_to_budget`); the header and the result record it.
-    ``preset`` (``"fast"``, ``"default"``, ``"thorough"``: :func:`~agentic_toolkit.list_search_presets`)
-    bundles the settings below that trade search seconds for accuracy; a setting given
-    explicitly wins. With an evaluator, every preset lets the Profiling agent measure each
-    channel group's sensitivity first (the ``default``: 2 of 3 shares per group, adaptively,
-    scored by a cheap loss probe on the evaluator's first held-out images); revisions 2 and 3
-    are then its two allocations for the target (per MAC saved, and by threshold as FastNAS
-    does; see :mod:`~agentic_toolkit.agents.sensitivity`), and the analyst explores from the
-    best so far. The table is logged (``type: sensitivity``) and read back on resume.
-    ``sensitivity=False`` turns it off, a measured
-    :class:`~agentic_toolkit.agents.sensitivity.SensitivityTable` is used as given.
-    ``constraints`` budgets parameters and/or latency besides the MAC target (as
-    :func:`~agentic_toolkit.fit_to_budget`'s, e.g. ``{"latency": "60%", "params": "15M"}``,
-    latency on ``device`` with ``threads``; ``latency_model=`` reuses a measured table): every
-    candidate is solved to meet all of them, and it counts as in band when all are met (the
-    binding one in its band, the others at or below; MACs may then end below the MAC band).
-    With a latency table the prompt's scope table shows each scope's latency share and
-    latency per MAC (:mod:`~agentic_toolkit.agents.latency_view`).
+    Args:
+        model: the model to prune (never changed: candidates are pruned copies).
+        target_macs: a count (``4.16e9``, ``"450M"``) or a share of the model's MACs
+            (``"50%"``; the header records the resolved count and ``target_given``).
+        example_inputs: a batch of inputs to trace the model with, e.g. ``torch.randn(1, 3, 32, 32)``.
+        backend: who proposes: ``"analyst"`` (offline), ``"grid"``, ``"claude"``,
+            ``"openai"``, a :class:`~agentic_toolkit.agents.backends.Backend` or a
+            callable ``prompt -> reply``.
+        evaluator: ``model -> score`` (higher is better, e.g. :func:`~agentic_toolkit.proxy_accuracy`).
+        preset: ``"fast"``, ``"default"`` or ``"thorough"`` (:func:`~agentic_toolkit.list_search_presets`)
+            or a :class:`~agentic_toolkit.SearchPreset`: the sensitivity table and revision budget.
+        max_revisions: the revision budget (None: the preset's with an evaluator, 5 without;
+            a resumed search keeps its logged budget).
+        patience: revisions without a kept move before stopping (None: a third of the budget, at least 3).
+        budget: a :class:`~agentic_toolkit.SearchBudget`: tolerance, MAC counter, budgets
+            besides MACs and their device, ratio solving.
+        start: a :class:`~agentic_toolkit.SearchStart`: a reused plan, calibration batches,
+            the reference strategy, the sensitivity table.
+        prompts: a :class:`~agentic_toolkit.SearchPrompts`: the prompt templates.
+        logging: a :class:`~agentic_toolkit.SearchLogging`: history file, resume, callback, progress bar.
+
+    Returns:
+        The search, ready to :meth:`step` or :meth:`run` (:func:`~agentic_toolkit.run_agentic_pruning`
+        does both in one call and takes every group field as a flat keyword).
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> model = at.create_model("cifar_resnet20")
+        >>> search = at.AgenticSearch(model, "50%", torch.randn(1, 3, 32, 32), max_revisions=1,
+        ...                           budget=at.SearchBudget(tolerance=(2, 2)),
+        ...                           logging=at.SearchLogging(progress=False))
+        >>> result = search.run()
+        >>> result.converged, result.revisions, search.done
+        (True, 1, True)
     """
 
     @releases_log_on_error
@@ -115,53 +110,34 @@ class AgenticSearch:
         target_macs: int | float | str,
         example_inputs,
         *,
-        tolerance: tuple[float, float] = (1.0, 5.0),
-        max_revisions: int | None = None,
         backend: str | Backend | Callable[[str], str] = "analyst",
         evaluator: Callable[[nn.Module], float] | None = None,
-        calibration=None,
-        solve_budget: bool = True,
-        log_path: str | Path | None = None,
-        resume: bool = False,
-        base_strategy: Strategy | None = None,
-        prompt: str | Path | None = None,
-        repair_prompt: str | Path | None = None,
-        system: str | Path | None = None,
-        patience: int | None = None,
-        model_name: str | None = None,
-        progress: bool = True,
-        plan=None,
-        on_revision: Callable[[dict], None] | None = None,
-        counter: str = "macs",
-        sensitivity=None,
-        constraints: dict | None = None,
-        device: str = "cpu",
-        threads: int | None = None,
-        latency_model=None,
         preset: str | SearchPreset = "default",
+        max_revisions: int | None = None,
+        patience: int | None = None,
+        budget: SearchBudget | None = None,
+        start: SearchStart | None = None,
+        prompts: SearchPrompts | None = None,
+        logging: SearchLogging | None = None,
     ):
-        self.target_macs, self.tolerance = validate_inputs(
-            target_macs, tolerance, max_revisions, patience, evaluator, model, example_inputs
-        )
-        self.counter = check_counter(counter)
+        self.budget, self.start = settings_group(budget, SearchBudget), settings_group(start, SearchStart)
+        self.prompts, self.logging = settings_group(prompts, SearchPrompts), settings_group(logging, SearchLogging)
+        self.target_macs = validate_inputs(target_macs, max_revisions, patience, evaluator, model, example_inputs)
+        self.tolerance, self.counter, self.solve_budget = self.budget.tolerance, self.budget.counter, self.budget.solve_budget
         self.engine = make_backend(backend)
-        check_system(self.engine, system)
-        check_templates(analysis=prompt, repair=repair_prompt, system=system)
-        self.base_strategy = base_strategy or Strategy()
-        if not isinstance(self.base_strategy, Strategy):
-            raise ToolkitError(f"base_strategy must be a Strategy, got {type(self.base_strategy).__name__}")
-        self.model, self.example_inputs, self.evaluator, self.calibration = model, example_inputs, evaluator, calibration
-        self.solve_budget = bool(solve_budget)
+        check_system(self.engine, self.prompts.system)
+        self.model, self.example_inputs, self.evaluator = model, example_inputs, evaluator
+        self.base_strategy, self.calibration = self.start.base_strategy, self.start.calibration
         #: Scored images a record without ``eval_images`` is assumed to have (for standard errors).
         self.eval_images = getattr(evaluator, "eval_images", None) or DEFAULT_EVAL_IMAGES
-        self.prompt, self.repair_prompt, self.system = prompt, repair_prompt, system
-        self.progress, self.on_revision = progress, on_revision
-        secrets = self.engine.secrets()
-        self.log = HistoryLog(log_path, secrets, resume=resume) if log_path else MemoryLog(secrets)
-        self._prepare(plan)
-        prepare_constraints(self, constraints, device, threads, latency_model)
+        self.progress, self.on_revision = self.logging.progress, self.logging.on_revision
+        secrets, log_path = self.engine.secrets(), self.logging.log_path
+        self.log = HistoryLog(log_path, secrets, resume=self.logging.resume) if log_path else MemoryLog(secrets)
+        self._prepare(self.start.plan)
+        self.constraints, self.fit_kwargs, self.latency, self.scopes = budget_view(
+            self.budget, self.target_macs, self.plan, self.scopes, self.progress)
         self.preset = search_preset(preset)
-        self.seeds, self.sensitivity, self.sensitivity_spec = seed_proposals(self, sensitivity, self.preset)
+        self.seeds, self.sensitivity, self.sensitivity_spec = seed_proposals(self, self.start.sensitivity, self.preset)
         resuming = bool(self.log.records) and self.log.records[0].get("type") == "header"
         if max_revisions is None and evaluator is not None and not resuming:  # a resumed one keeps its logged budget
             max_revisions = self.preset.max_revisions
@@ -169,8 +145,11 @@ class AgenticSearch:
         self.budget_choice = revision_budget(self, max_revisions, patience)
         self.max_revisions, self.patience = self.budget_choice["max_revisions"], self.budget_choice["patience"]
         self.max_revisions, extra = resume_budget(self.log.records, self.max_revisions)
-        self._open_history(model_name_of(model, model_name))
-        open_extensions(self, extra)  # the logged extensions (and ``extra`` more revisions)
+        self._open_history(model_name_of(model, self.logging.model_name))
+        added, self.patience_from = extension_state(self.log.records)  # the logged extensions
+        self.max_revisions += added
+        if extra > 0:
+            self.extend(extra)
         #: The Master's stop decision (None while the search goes on).
         self.stop_reason: str | None = self._stop_reason()
         self._finish_if_done()
@@ -288,7 +267,7 @@ class AgenticSearch:
             self._result = None
             self._finish_if_done()
             return {**record, "type": "stop", "stop_reason": self.stop_reason, "decision": f"stop: {self.stop_reason}"}
-        candidate = self._measure(record, strategy)
+        candidate = measure_candidate(self, record, strategy)  # the model as scored (None: failed or a duplicate)
         self._decide_divergence(record)
         record["elapsed_s"] = round(time.perf_counter() - t0, 3)
         logged = self.log.append(record)
@@ -313,19 +292,22 @@ class AgenticSearch:
         Args:
             n: how many revisions to add to ``max_revisions`` (an integer >= 1).
         """
-        extend_search(self, n)
+        record = extension_record(self, n)
+        self.log.append(record)
+        self.max_revisions, self.patience_from = record["max_revisions"], record["after_revision"]
+        self.stop_reason, self._result, self._result_logged = None, None, False
 
     # --- one revision -----------------------------------------------------------------------------
     def _propose(self, revision: int) -> tuple[dict[str, Any], Strategy]:
         """This revision's proposal as a record, and its strategy (an LLM repeating itself is replaced)."""
         common = dict(
             base_macs=self.base_macs, revision=revision, max_revisions=self.max_revisions,
-            solve_budget=self.solve_budget, base_strategy=self.base_strategy, prompt=self.prompt,
+            solve_budget=self.solve_budget, base_strategy=self.base_strategy, prompt=self.prompts.analysis,
             constraints=self.constraints, latency=self.latency, min_macs=reach_oracle(self.plan, self.counter),
         )
         args = (self.profile, self.scopes, self.records, self.target_macs, self.tolerance)
         use = "analyst" if self.takeover else self.engine
-        extra = {} if self.takeover else dict(repair_prompt=self.repair_prompt, system=self.system)
+        extra = {} if self.takeover else dict(repair_prompt=self.prompts.repair, system=self.prompts.system)
         if 2 <= revision < 2 + len(self.seeds):  # after the reference: the Profiling agent's seeds
             proposal = self.seeds[revision - 2]
             return {"type": "revision", "revision": revision, **proposal.to_record()}, proposal.strategy
@@ -345,16 +327,6 @@ class AgenticSearch:
             )
             proposal = alt
         return record, proposal.strategy
-
-    def _measure(self, record: dict[str, Any], strategy: Strategy) -> nn.Module | None:
-        """Prune a copy with ``strategy``, measure (and score) it; fills ``record``.
-
-        Returns the candidate model as scored (the evaluator's copy, e.g. with re-estimated
-        BatchNorm statistics), or the pruned model when it was not scored (None on failure,
-        or for a duplicate of a scored candidate, which is not evaluated: ``duplicate_of``).
-        See :func:`~agentic_toolkit.agents.candidates.measure_candidate`.
-        """
-        return measure_candidate(self, record, strategy)
 
     def _best(self) -> dict | None:
         """The best revision so far (the noise-aware incumbent when there is an evaluator)."""
@@ -392,31 +364,10 @@ class AgenticSearch:
 
     # --- the result -------------------------------------------------------------------------------
     def _build_result(self) -> SearchResult:
-        revs = self.records
         best = self._best()
-        model, score = held_model(self, best)
-        return SearchResult(
-            converged=bool(best is not None and best.get("in_band")),
-            model=model,
-            strategy=Strategy.from_dict(best["strategy"]) if best is not None else None,
-            macs=int(best["achieved_macs"]) if best is not None else None,
-            params=best.get("params") if best is not None else None,
-            score=score,
-            revisions=len(revs),
-            history=history_frame(revs),
-            target_macs=self.target_macs,
-            base_macs=self.base_macs,
-            tolerance=self.tolerance,
-            best_revision=best["revision"] if best is not None else None,
-            first_in_band=next((r["revision"] for r in revs if r.get("in_band")), None),
-            stop_reason=self.stop_reason or "",
-            backend=self.engine.name,
-            counter=self.counter,
-            log_path=str(self.log.path) if self.log.path else None,
-            records=list(revs),
-            **SearchResult.usage_fields(revs),
-            **SearchResult.gain_fields(revs, best, score, self.base_strategy, self.eval_images),
-        )
+        self._held = held_model(self, best, self._held)
+        model, score = self._held[1:] if self._held is not None else (None, None)
+        return SearchResult.from_search(self, best, model, score)
 
     def _finish_if_done(self) -> None:
         """Once done, build the result and log its summary line (unless logged already)."""

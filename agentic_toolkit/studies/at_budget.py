@@ -14,7 +14,7 @@ to each budget (a fraction of its MACs) by each strategy, every one landed in th
 - ``agent``: the default search (offline analyst + the proxy evaluator, default revision
   budget);
 - ``agent_sensitivity``: the same search with the Profiling agent's sensitivity table
-  (``AgenticSearch(sensitivity=...)``, the table ``fastnas_sensitivity`` uses, its cost
+  (``AgenticSearch(start=SearchStart(sensitivity=...))``, the table ``fastnas_sensitivity`` uses, its cost
   counted): revisions 2 and 3 are its allocations per MAC saved and by threshold, the analyst
   explores from the best;
 - ``agent_kd_rerank``: ``agent_sensitivity``, then its 3 best candidates re-scored by a short
@@ -243,14 +243,15 @@ def _agent_task(ctx: Context, budget: float, sensitivity: bool = False, rerank_t
     def run(store: ResultStore) -> dict:
         from ..agents.backends import AnalystBackend
         from ..agents.search import AgenticSearch
+        from ..agents.settings import SearchLogging, SearchStart
 
         table = sensitivity_table(store, fine) if sensitivity else None
         t0 = time.perf_counter()
         search = AgenticSearch(
             ctx.teacher, ctx.target(budget), ctx.x, evaluator=ctx.evaluator, max_revisions=ctx.cfg.max_revisions,
-            backend=AnalystBackend(eval_images=ctx.evaluator.eval_images), plan=ctx.plan, progress=False,
-            sensitivity=table if table is not None else False,  # the study's own variants, not a preset's table
-        )
+            backend=AnalystBackend(eval_images=ctx.evaluator.eval_images), logging=SearchLogging(progress=False),
+            start=SearchStart(plan=ctx.plan, sensitivity=table if table is not None else False),  # the study's
+        )  # own variants, not a preset's table
         res = search.run()
         print(f"agent{'_sensitivity' if sensitivity else ''} @ {budget:g}: {res.summary()}", flush=True)
         strategy, extra = res.strategy, {}

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..plots import integer_axis
 from .convergence import LLM_BACKEND, error_trajectories
 
 #: Line colour per backend in the plots.
@@ -38,7 +39,8 @@ def plot_error_trajectories(study: pd.DataFrame, tolerance: tuple[float, float] 
         ax.minorticks_off()
         ax.set_xlabel("revision")
         ax.set_title(f"solve_budget={sb}: " + ("proposer's ratio as is (paper)" if not sb else "ratio solved exactly"))
-        ax.set_xticks(range(1, max_revisions + 1))
+        ax.set_xlim(0.5, max_revisions + 0.5)
+        integer_axis(ax.xaxis)
         ax.legend(loc="upper right", fontsize=8)
     axes[0].set_ylabel("MAC error vs target (%, symlog)")
     cases = len(study.drop_duplicates(["model", "target"]))

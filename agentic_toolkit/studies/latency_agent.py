@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from ..agents.search import AgenticSearch
+from ..agents.settings import SearchBudget, SearchLogging, SearchStart
 from ..benchmarking import benchmark
 from ..benchmarking.latency import torch_threads
 from ..pruning import Strategy, fit_to_budget, get_plan
@@ -46,12 +47,11 @@ class LatencyAgentResult(StudyResult):
 
 def _search(model, x, plan, lat, evaluator, latency: str, threads: int, revisions: int, view: bool):
     target = int(0.99 * plan.base_macs)  # MACs are not what binds: the latency budget is
-    search = AgenticSearch(model, target, x, plan=plan, evaluator=evaluator, max_revisions=revisions,
-                           patience=max(3, revisions // 2),
-                           constraints={"latency": latency}, latency_model=lat, threads=threads, progress=False,
-                           sensitivity=False)  # the analyst's latency view alone is what this study measures
-    if not view:  # the ablation: the prompt and the analyst do not see where the latency is
-        search.scopes = search.scopes.drop(columns=["latency_share", "latency_per_mac"])
+    # the ablation (view=False): the prompt and the analyst do not see where the latency is
+    budget = SearchBudget(constraints={"latency": latency}, latency_model=lat, threads=threads, latency_view=view)
+    search = AgenticSearch(model, target, x, evaluator=evaluator, max_revisions=revisions,
+                           patience=max(3, revisions // 2), budget=budget, logging=SearchLogging(progress=False),
+                           start=SearchStart(plan=plan, sensitivity=False))  # the latency view alone is measured
     res = search.run()
     best = next(r for r in res.records if r["revision"] == res.best_revision)
     return Strategy.from_dict(best["strategy"]), res.score, res.revisions
