@@ -32,9 +32,10 @@ demo: $(STAMP)
 		--output-dir notebooks/executed --ExecutePreprocessor.timeout=1800 && \
 	echo "demo: $$(( $$(date +%s) - start )) s; executed notebook: notebooks/executed/00_quickstart.ipynb; figures in figures/"
 
-## The whole test suite: unit tests, then every notebook in smoke mode (nbmake).
+## The whole test suite: unit tests and every notebook in smoke mode (nbmake), in 2 processes
+## of one torch thread each (pytest-xdist): the suite is mostly Python-bound graph work.
 test: $(STAMP) $(CHROMIUM)
-	SMOKE=1 $(PY) -m pytest tests --nbmake notebooks --durations=15
+	SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests --nbmake notebooks -n 2 --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -x -q
