@@ -1,8 +1,9 @@
-"""Recipe: presets, validation, conversions; finetune(recipe=...) equals plain keywords; the CLI."""
+"""Recipe: presets, validation, conversions; finetune takes a recipe (no field keywords); the CLI."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 
 import pytest
@@ -13,7 +14,7 @@ from agentic_toolkit import Recipe, cifar10, create_model, finetune
 from agentic_toolkit.cli import main as cli_main
 from agentic_toolkit.cli.finetune import add_arguments, recipe_from_args
 from agentic_toolkit.errors import ToolkitError
-from agentic_toolkit.training.recipe import PRESETS, resolve_recipe
+from agentic_toolkit.training.recipe import FIELDS, PRESETS, resolve_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,17 +88,23 @@ def test_validation_names_the_field(field, value, message):
         Recipe(epochs=2).replace(**{field: value})
 
 
-def test_keywords_override_the_recipe():
+def test_resolve_recipe_takes_a_recipe_a_preset_name_or_a_dict():
     base = Recipe.preset("cifar")
     assert resolve_recipe(base) is base
-    assert resolve_recipe(base, lr=0.5, epochs=None) == base.replace(lr=0.5)
-    assert resolve_recipe("cifar", epochs=2) == base.replace(epochs=2)
-    assert resolve_recipe({"epochs": 3}, kd_alpha=0.2) == Recipe(epochs=3, kd_alpha=0.2)
-    assert resolve_recipe(None, epochs=4, schedule="linear") == Recipe(epochs=4, schedule="linear")
-    with pytest.raises(ToolkitError, match="needs epochs"):
-        resolve_recipe(None, lr=0.1)
+    assert resolve_recipe("cifar") == base
+    assert resolve_recipe({"epochs": 3, "kd_alpha": 0.2}) == Recipe(epochs=3, kd_alpha=0.2)
+    with pytest.raises(ToolkitError, match="finetune needs a recipe"):
+        resolve_recipe(None)
     with pytest.raises(ToolkitError, match="recipe must be a Recipe"):
         resolve_recipe(3)
+    with pytest.raises(ToolkitError, match="unknown recipe field"):
+        base.replace(learning_rate=0.1)
+
+
+def test_finetune_has_no_keyword_that_repeats_a_recipe_field():
+    params = inspect.signature(finetune).parameters
+    assert "recipe" in params and "teacher" in params
+    assert not set(params) & set(FIELDS)
 
 
 # ----------------------------------------------------------------------------- finetune
@@ -107,15 +114,15 @@ def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_finetune_with_a_recipe_equals_plain_keywords():
+def test_finetune_with_a_recipe_a_dict_or_a_replaced_preset_is_the_same_run():
     loader = lambda: cifar10("train", batch_size=16, limit=32)  # noqa: E731 (fresh augmentation RNG)
     val = cifar10("test", batch_size=50, limit=50)
     kw = dict(epochs=1, lr=0.02, weight_decay=5e-4, momentum=0.8, schedule="linear", label_smoothing=0.1)
     a, b, c = (create_model("cifar_resnet20", pretrained=True) for _ in range(3))
-    ra = finetune(a, loader(), val, progress=False, seed=1, **kw)
-    rb = finetune(b, loader(), val, Recipe(**kw), progress=False, seed=1)
-    # a recipe's field overridden by a keyword
-    rc = finetune(c, loader(), val, Recipe(**{**kw, "lr": 0.5, "epochs": 3}), epochs=1, lr=0.02,
+    ra = finetune(a, loader(), val, Recipe(**kw), progress=False, seed=1)
+    rb = finetune(b, loader(), val, kw, progress=False, seed=1)
+    # another recipe's fields overridden with replace
+    rc = finetune(c, loader(), val, Recipe(**{**kw, "lr": 0.5, "epochs": 3}).replace(epochs=1, lr=0.02),
                   progress=False, seed=1)
     sa = _state(a)
     for model, res in ((b, rb), (c, rc)):
@@ -134,14 +141,16 @@ def test_finetune_with_a_recipe_equals_plain_keywords():
     assert "1 epochs" in text and "val top-1" in text and "recipe: 1 epochs, sgd lr 0.02" in text
 
 
-def test_finetune_without_epochs_or_with_bad_keywords():
+def test_finetune_without_a_recipe_or_with_bad_fields():
     model = create_model("cifar_resnet20")
     loader = cifar10("train", batch_size=16, limit=16)
-    with pytest.raises(ToolkitError, match="needs epochs"):
+    with pytest.raises(ToolkitError, match="finetune needs a recipe"):
         finetune(model, loader)
     with pytest.raises(ToolkitError, match="warmup_epochs"):
-        finetune(model, loader, recipe="imagenet_cnn", epochs=1, progress=False)
-    res = finetune(model, loader, recipe="cifar", epochs=1, progress=False)  # a preset by name
+        finetune(model, loader, recipe=Recipe.preset("imagenet_cnn").replace(epochs=1), progress=False)
+    with pytest.raises(TypeError, match="epochs"):
+        finetune(model, loader, recipe="cifar", epochs=1)  # type: ignore[call-arg]
+    res = finetune(model, loader, recipe={**PRESETS["cifar"], "epochs": 1}, progress=False)  # a dict
     assert res.recipe == Recipe.preset("cifar", epochs=1)
     json.dumps(res.to_dict(), allow_nan=False)  # no validation: NaN columns become None
     assert res.to_dict()["final"]["val_top1"] is None and res.best_epoch is None

@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from agentic_toolkit import cifar10, create_model, evaluate, finetune, proxy_accuracy
+from agentic_toolkit import Recipe, cifar10, create_model, evaluate, finetune, proxy_accuracy
 from agentic_toolkit.errors import CheckpointError, ToolkitError
 from agentic_toolkit.training.finetune import FinetuneResult, NonFiniteLossError, list_checkpoints
+
+ONE_EPOCH = Recipe(epochs=1)
 
 
 def _resnet20():
@@ -92,7 +94,7 @@ def test_evaluate_rejects_empty_loader_and_bad_labels():
 
 def test_finetune_history_schedule_and_plot(test_batches):
     model = _resnet20()
-    result = finetune(model, _train(limit=96), test_batches, epochs=2, lr=0.02, progress=False)
+    result = finetune(model, _train(limit=96), test_batches, Recipe(epochs=2, lr=0.02), progress=False)
     assert isinstance(result, FinetuneResult)
     h = result.history
     assert list(h.columns) == ["epoch", "loss", "train_top1", "val_top1", "val_top5", "val_loss", "lr", "seconds"]
@@ -113,17 +115,17 @@ def test_finetune_learns_a_subset():
     """From random weights, 64 images seen 10 times must be fitted (the loop really trains)."""
     torch.manual_seed(0)
     model = create_model("cifar_resnet20")
-    res = finetune(model, _train(limit=64, augment=False), epochs=10, lr=0.05, schedule="constant",
-                   weight_decay=0.0, progress=False)
+    res = finetune(model, _train(limit=64, augment=False),
+                   recipe=Recipe(epochs=10, lr=0.05, schedule="constant", weight_decay=0.0), progress=False)
     h = res.history
     assert h["loss"].iloc[-1] < 0.4 * h["loss"].iloc[0]
     assert h["train_top1"].iloc[-1] > h["train_top1"].iloc[0] + 40
 
 
 def test_progress_bars_can_be_silenced(capfd):
-    finetune(_resnet20(), _train(limit=32), epochs=1, progress=False)
+    finetune(_resnet20(), _train(limit=32), recipe=ONE_EPOCH, progress=False)
     assert capfd.readouterr().err == ""
-    finetune(_resnet20(), _train(limit=32), epochs=1, progress=True)
+    finetune(_resnet20(), _train(limit=32), recipe=ONE_EPOCH, progress=True)
     err = capfd.readouterr().err
     assert "finetune" in err and "epoch 1/1" in err
 
@@ -134,35 +136,38 @@ def test_distillation_from_an_identical_teacher_is_a_fixed_point():
     student = _resnet20()
     teacher = copy.deepcopy(student)
     before = _state(student)
-    res = finetune(student, _train(limit=64, augment=False), epochs=1, lr=0.05, weight_decay=0.0,
-                   teacher=teacher, kd_alpha=1.0, freeze_bn=True, progress=False)
+    res = finetune(student, _train(limit=64, augment=False),
+                   recipe=Recipe(epochs=1, lr=0.05, weight_decay=0.0, kd_alpha=1.0), teacher=teacher,
+                   freeze_bn=True, progress=False)
     assert res.history["loss"].iloc[0] == pytest.approx(0.0, abs=1e-6)
     after = _state(student)  # softmax rounding leaves gradients of ~1e-9, not exact zeros
     assert max((before[k].float() - after[k].float()).abs().max().item() for k in before) < 1e-5
 
     a, b = _resnet20(), _resnet20()
-    finetune(a, _train(limit=64), epochs=1, lr=0.02, progress=False, seed=1)
-    finetune(b, _train(limit=64), epochs=1, lr=0.02, progress=False, seed=1,
-             teacher=_pruned_resnet20(), kd_alpha=0.0)
+    recipe = Recipe(epochs=1, lr=0.02)
+    finetune(a, _train(limit=64), recipe=recipe, progress=False, seed=1)
+    finetune(b, _train(limit=64), recipe=recipe.replace(kd_alpha=0.0), progress=False, seed=1,
+             teacher=_pruned_resnet20())
     assert _same_state(_state(a), _state(b))
 
 
 def test_distillation_changes_training():
-    kw = dict(epochs=1, lr=0.02, progress=False, seed=1)
+    recipe = Recipe(epochs=1, lr=0.02)
     a, b = _pruned_resnet20(), _pruned_resnet20()
-    finetune(a, _train(limit=64), **kw)
-    res = finetune(b, _train(limit=64), teacher=_resnet20(), kd_alpha=0.7, kd_temperature=4.0, **kw)
+    finetune(a, _train(limit=64), recipe=recipe, progress=False, seed=1)
+    res = finetune(b, _train(limit=64), recipe=recipe.replace(kd_alpha=0.7, kd_temperature=4.0),
+                   teacher=_resnet20(), progress=False, seed=1)
     assert not _same_state(_state(a), _state(b))
     assert res.history["loss"].notna().all()
 
 
 def test_bf16_autocast_and_channels_last_on_cpu():
     model = _resnet20()
-    res = finetune(model, _train(limit=32), epochs=1, amp="bf16", channels_last=True, progress=False)
+    res = finetune(model, _train(limit=32), recipe=ONE_EPOCH, amp="bf16", channels_last=True, progress=False)
     assert res.history["loss"].iloc[0] < 5
     assert next(model.parameters()).dtype == torch.float32
     with pytest.raises(ToolkitError, match="fp16"):
-        finetune(_resnet20(), _train(limit=32), epochs=1, amp="fp16", progress=False)
+        finetune(_resnet20(), _train(limit=32), recipe=ONE_EPOCH, amp="fp16", progress=False)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -190,7 +195,7 @@ def _interruptible(at_epoch=None):
 
 
 def test_interrupted_run_resumes_to_the_same_model(tmp_path, test_batches):
-    kw = dict(epochs=3, lr=0.02, progress=False)
+    kw = dict(recipe=Recipe(epochs=3, lr=0.02), progress=False)
     ref_model = _pruned_resnet20()
     ref = finetune(ref_model, _interruptible(), test_batches, checkpoint_dir=tmp_path / "ref", seed=3, **kw)
 
@@ -220,12 +225,12 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, test_batches):
         finetune(_resnet20(), _interruptible(), checkpoint_dir=run, resume=True, **kw)
     with pytest.raises(CheckpointError, match="epochs"):
         finetune(_pruned_resnet20(), _interruptible(), checkpoint_dir=run, resume=True,
-                 **{**kw, "epochs": 4})
+                 **{**kw, "recipe": Recipe(epochs=4, lr=0.02)})
 
 
 def test_keep_checkpoints_prunes_old_files(tmp_path):
-    finetune(_resnet20(), _train(limit=32), epochs=3, checkpoint_dir=tmp_path, keep_checkpoints=1,
-             progress=False)
+    finetune(_resnet20(), _train(limit=32), recipe=Recipe(epochs=3), checkpoint_dir=tmp_path,
+             keep_checkpoints=1, progress=False)
     assert [e for e, _ in list_checkpoints(tmp_path)] == [3]
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -237,10 +242,10 @@ def test_empty_loaders_are_refused_before_training():
     model = _resnet20()
     before = _state(model)
     with pytest.raises(ToolkitError, match="train_loader yields no batches.*drop_last"):
-        finetune(model, _train(limit=10, batch_size=32, drop_last=True), epochs=1, progress=False)
+        finetune(model, _train(limit=10, batch_size=32, drop_last=True), recipe=ONE_EPOCH, progress=False)
     empty = DataLoader(TensorDataset(torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.long)))
     with pytest.raises(ToolkitError, match="val_loader yields no batches"):
-        finetune(model, _train(limit=32), empty, epochs=1, progress=False)
+        finetune(model, _train(limit=32), empty, ONE_EPOCH, progress=False)
     assert _same_state(before, _state(model))
 
 
@@ -250,10 +255,11 @@ def test_label_outside_the_classifier_is_refused():
     model = _resnet20()
     before = _state(model)
     with pytest.raises(ToolkitError, match=r"epoch 1, step 1.*label 12 is outside the classifier's range 0\.\.9"):
-        finetune(model, DataLoader(TensorDataset(images, labels), batch_size=8), epochs=1, progress=False)
+        finetune(model, DataLoader(TensorDataset(images, labels), batch_size=8), recipe=ONE_EPOCH,
+                 progress=False)
     assert _same_state(before, _state(model))
     with pytest.raises(ToolkitError, match="integer class indices"):
-        finetune(model, DataLoader(TensorDataset(images, labels.float()), batch_size=8), epochs=1,
+        finetune(model, DataLoader(TensorDataset(images, labels.float()), batch_size=8), recipe=ONE_EPOCH,
                  progress=False)
 
 
@@ -263,24 +269,24 @@ def test_non_finite_loss_names_epoch_and_step():
     loader = DataLoader(TensorDataset(images, torch.randint(0, 10, (24,))), batch_size=8)
     model = _resnet20()
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 3 of 3") as info:
-        finetune(model, loader, epochs=2, progress=False)
+        finetune(model, loader, recipe=Recipe(epochs=2), progress=False)
     assert isinstance(info.value, ToolkitError)
     assert all(torch.isfinite(p).all() for p in model.parameters())  # stopped before the update
     # divergence: with fixed BN statistics a far too large learning rate overflows in 2 steps
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2 of 4.*Lower lr"):
-        finetune(_resnet20(), _train(limit=64, batch_size=16), epochs=3, lr=1e4, freeze_bn=True,
+        finetune(_resnet20(), _train(limit=64, batch_size=16), recipe=Recipe(epochs=3, lr=1e4), freeze_bn=True,
                  progress=False)
 
 
 def test_argument_checks():
     with pytest.raises(ToolkitError, match="epochs"):
-        finetune(_resnet20(), _train(limit=32), epochs=0)
+        finetune(_resnet20(), _train(limit=32), recipe={"epochs": 0})
     with pytest.raises(ToolkitError, match="kd_alpha"):
-        finetune(_resnet20(), _train(limit=32), epochs=1, kd_alpha=1.5)
+        finetune(_resnet20(), _train(limit=32), recipe={"epochs": 1, "kd_alpha": 1.5})
     with pytest.raises(ToolkitError, match="checkpoint_dir"):
-        finetune(_resnet20(), _train(limit=32), epochs=1, resume=True)
+        finetune(_resnet20(), _train(limit=32), recipe=ONE_EPOCH, resume=True)
     with pytest.raises(ToolkitError, match="optimizer"):
-        finetune(_resnet20(), _train(limit=32), epochs=1, optimizer="lion")
+        finetune(_resnet20(), _train(limit=32), recipe=ONE_EPOCH.replace(optimizer="lion"))
 
 
 # ----------------------------------------------------------------------------- proxy accuracy
@@ -311,7 +317,7 @@ def test_teacher_stays_prunable_after_distillation():
 
     teacher = _resnet20()
     student = copy.deepcopy(teacher)
-    finetune(student, _train(limit=32), epochs=1, teacher=teacher, progress=False)
+    finetune(student, _train(limit=32), recipe=ONE_EPOCH, teacher=teacher, progress=False)
     assert all(p.requires_grad for n, p in teacher.named_parameters() if "shortcut" not in n)
     x = torch.randn(1, 3, 32, 32)
     fit = fit_to_budget(teacher, Strategy(), 0.6 * 40_551_040, x)

@@ -287,25 +287,13 @@ def _check_runtime_args(checkpoint_dir, resume: bool, keep_checkpoints: int | No
 # ----------------------------------------------------------------------------- finetune
 
 
-# Over 80 lines only because of its signature (every Recipe field is also a keyword) and the
-# docstring that documents them; the body delegates to the helpers above.
 def finetune(
     model: nn.Module,
     train_loader: Iterable,
     val_loader: Iterable | None = None,
     recipe: Recipe | str | Mapping[str, Any] | None = None,
     *,
-    epochs: int | None = None,
-    optimizer: str | None = None,
-    lr: float | None = None,
-    weight_decay: float | None = None,
-    momentum: float | None = None,
-    schedule: str | None = None,
-    warmup_epochs: float | None = None,
     teacher: nn.Module | None = None,
-    kd_alpha: float | None = None,
-    kd_temperature: float | None = None,
-    label_smoothing: float | None = None,
     amp: bool | str | None = "auto",
     channels_last: bool = False,
     freeze_bn: bool = False,
@@ -319,38 +307,52 @@ def finetune(
 ) -> FinetuneResult:
     """Fine-tune ``model`` in place and return its per-epoch history.
 
-    The hyper-parameters come from ``recipe`` (a :class:`Recipe`, a preset name such as
-    ``"cifar"``, or a dict of fields) and/or the keywords of the same names
-    (``epochs``, ``optimizer``, ``lr``, ``weight_decay``, ``momentum``, ``schedule``,
-    ``warmup_epochs``, ``kd_alpha``, ``kd_temperature``, ``label_smoothing``): a keyword that
-    is given overrides the recipe's field. Without a recipe, ``epochs`` is required and the
-    other fields default to ``Recipe``'s (SGD momentum 0.9, lr 0.01, weight decay 1e-4,
-    cosine, no warm-up, no label smoothing, KD alpha 0.5 at T = 4).
+    Every hyper-parameter (epochs, optimizer, lr, schedule, warm-up, weight decay, label
+    smoothing, KD alpha and temperature) lives in ``recipe``; change one with
+    ``recipe.replace(lr=...)``. Loss: cross-entropy, and with a ``teacher`` (typically the
+    unpruned model) ``(1 - kd_alpha) * CE + kd_alpha * T^2 * KL(teacher_T || student_T)``.
+    No weight decay on 1-D parameters (biases, norms); the learning rate follows the
+    recipe's schedule per step after its linear warm-up.
 
-    Loss: cross-entropy (with ``label_smoothing``); with a ``teacher`` (typically the
-    unpruned model) it is ``(1 - kd_alpha) * CE + kd_alpha * T^2 * KL(teacher_T || student_T)``
-    with ``T = kd_temperature``. Optimizer ``"sgd"`` (``momentum``) or ``"adamw"``; no weight
-    decay on 1-D parameters (biases, norms). The learning rate follows ``schedule``
-    (``cosine``, ``linear``, ``constant``) per step after ``warmup_epochs`` of linear warm-up.
+    Args:
+        model: the network to train (moved to ``device``; left in eval mode).
+        train_loader: batches ``(images, labels)``; must have a length.
+        val_loader: evaluated after every epoch (top-1, top-5, loss), or None.
+        recipe: a :class:`Recipe`, a preset name (``"cifar"``, ``"imagenet_cnn"``,
+            ``"imagenet_vit"``) or a dict of its fields; required.
+        teacher: distil from this model (run under ``no_grad`` in eval mode), or None.
+        amp: ``"auto"`` (bf16, or fp16 with loss scaling, on CUDA; full precision on CPU),
+            ``"bf16"``, ``"fp16"`` or False.
+        channels_last: train in the channels-last memory format.
+        freeze_bn: keep BatchNorm statistics fixed (affine parameters still train).
+        sync_bn: SyncBatchNorm under multi-GPU DDP.
+        device: where to train; default: the model's device (the local GPU under DDP).
+        checkpoint_dir: write a checkpoint there after every epoch (atomically).
+        resume: continue from the newest checkpoint in ``checkpoint_dir`` into this same
+            model object, restoring optimizer, schedule, RNG, loader and history, so an
+            interrupted run ends after the same epochs (bit-exact on CPU in one process).
+        keep_checkpoints: delete all but the newest ``k`` checkpoint files; None keeps all.
+        seed: seeds torch (and the sharded sampler) before training.
+        progress: show progress bars (rank 0 only).
 
-    ``amp="auto"`` uses bf16 (or fp16 with loss scaling) autocast on CUDA and full precision
-    on CPU. ``freeze_bn`` keeps BatchNorm statistics fixed (affine parameters still train);
-    ``sync_bn`` uses SyncBatchNorm under multi-GPU DDP.
+    Returns:
+        A :class:`FinetuneResult`: the history frame, ``final``, ``best_val_top1``, the recipe.
 
-    With ``checkpoint_dir`` a checkpoint is written after every epoch (atomically);
-    ``resume=True`` continues from the newest one in the same model object, restoring
-    optimizer, schedule, RNG and loader-generator states and the history, so an interrupted
-    run ends after the same ``epochs`` (single-process resumes are bit-exact on CPU).
-    ``keep_checkpoints=k`` deletes all but the newest ``k`` files.
+    Raises:
+        ToolkitError: no or an invalid recipe, empty loaders, labels outside the classifier's
+            range, or a NaN/Inf loss (:class:`NonFiniteLossError`, naming epoch and step).
 
-    Raises :class:`ToolkitError` for invalid recipe values, empty loaders, labels outside the
-    classifier's range and a NaN/Inf loss (:class:`NonFiniteLossError`, naming the epoch and step).
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> data = TensorDataset(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))
+        >>> model = at.create_model("cifar_resnet20")
+        >>> recipe = at.Recipe.preset("cifar").replace(epochs=1, lr=0.05)
+        >>> res = at.finetune(model, DataLoader(data, batch_size=4), recipe=recipe, progress=False)
+        >>> res.epochs, list(res.history["epoch"])
+        (1, [1])
     """
-    recipe = resolve_recipe(
-        recipe, epochs=epochs, optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
-        schedule=schedule, warmup_epochs=warmup_epochs, kd_alpha=kd_alpha, kd_temperature=kd_temperature,
-        label_smoothing=label_smoothing,
-    )
+    recipe = resolve_recipe(recipe)
     _check_runtime_args(checkpoint_dir, resume, keep_checkpoints)
     run = _prepare(model, train_loader, val_loader, recipe, teacher=teacher, amp=amp,
                    channels_last=channels_last, freeze_bn=freeze_bn, sync_bn=sync_bn, device=device, seed=seed)

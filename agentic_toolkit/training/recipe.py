@@ -1,8 +1,8 @@
 """The fine-tuning recipe: optimizer, schedule, regularisation and distillation settings.
 
 A :class:`Recipe` is a small validated, frozen dataclass. :func:`~agentic_toolkit.finetune`
-takes one (``recipe=``) and also the same names as plain keywords, which override the
-recipe's fields. Presets: ``Recipe.preset("cifar" | "imagenet_cnn" | "imagenet_vit")``.
+takes one (``recipe=``) and no keyword of the same names: change a field with
+``recipe.replace(...)``. Presets: ``Recipe.preset("cifar" | "imagenet_cnn" | "imagenet_vit")``.
 """
 
 from __future__ import annotations
@@ -25,19 +25,34 @@ SCHEDULES = ("cosine", "linear", "constant")
 class Recipe:
     """How to fine-tune: epochs, optimizer, learning-rate schedule, regularisation, distillation.
 
-    - ``epochs``: number of passes over the training loader (required).
-    - ``lr``: peak learning rate (reached after ``warmup_epochs`` of linear warm-up, then
-      following ``schedule``: ``"cosine"``, ``"linear"`` decay to 0, or ``"constant"``; per step).
-    - ``optimizer``: ``"sgd"`` (with ``momentum``) or ``"adamw"``; ``weight_decay`` applies to
-      weights only (never biases or normalisation parameters).
-    - ``label_smoothing``: of the cross-entropy term, in ``[0, 1)``.
-    - ``kd_alpha``, ``kd_temperature``: with a teacher, the loss is
-      ``(1 - kd_alpha) * CE + kd_alpha * T^2 * KL(teacher_T || student_T)``; unused without one.
-    - ``batch_size``: the global batch the ``lr`` is meant for, or None. :func:`finetune` does
-      not read it (the loader sets the batch); :meth:`scaled` applies the linear scaling rule
-      for another batch, and ``agentic-toolkit finetune --recipe`` uses it as ``--batch-size``.
+    Args:
+        epochs: number of passes over the training loader (required).
+        lr: peak learning rate, reached after ``warmup_epochs`` of linear warm-up.
+        optimizer: ``"sgd"`` (with ``momentum``) or ``"adamw"``.
+        schedule: ``"cosine"``, ``"linear"`` decay to 0, or ``"constant"`` (per step).
+        warmup_epochs: linear warm-up length, in ``[0, epochs]``.
+        weight_decay: applies to weights only (never biases or normalisation parameters).
+        momentum: SGD momentum, in ``[0, 1)``.
+        label_smoothing: of the cross-entropy term, in ``[0, 1)``.
+        kd_alpha, kd_temperature: with a teacher the loss is
+            ``(1 - kd_alpha) * CE + kd_alpha * T^2 * KL(teacher_T || student_T)``; unused without one.
+        batch_size: the global batch the ``lr`` is meant for, or None. :func:`finetune` does
+            not read it (the loader sets the batch); :meth:`scaled` applies the linear scaling
+            rule for another batch, and ``agentic-toolkit finetune --recipe`` uses it as ``--batch-size``.
 
     Bad values raise :class:`~agentic_toolkit.errors.ToolkitError` naming the field.
+
+    Example:
+        >>> from agentic_toolkit import Recipe
+        >>> r = Recipe.preset("cifar").replace(epochs=2, lr=0.05)
+        >>> r.epochs, r.lr, r.optimizer
+        (2, 0.05, 'sgd')
+        >>> r.scaled(256).lr
+        0.1
+        >>> Recipe(epochs=1, kd_alpha=1.5)
+        Traceback (most recent call last):
+        ...
+        agentic_toolkit.errors.ToolkitError: kd_alpha must be in [0, 1], got 1.5
     """
 
     epochs: int
@@ -197,20 +212,15 @@ def _validate(r: Recipe) -> None:
         raise ToolkitError(f"batch_size must be a positive integer or None, got {bs!r}")
 
 
-def resolve_recipe(recipe: Recipe | str | Mapping[str, Any] | None, **overrides: Any) -> Recipe:
-    """The recipe :func:`finetune` runs: ``recipe`` (a Recipe, a preset name or a dict of
-    fields) with every keyword that is not None replacing its field. Without a recipe the
-    keywords fill a default :class:`Recipe`, and ``epochs`` is then required."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    _check_names(given)
+def resolve_recipe(recipe: Recipe | str | Mapping[str, Any] | None) -> Recipe:
+    """The recipe :func:`finetune` runs: ``recipe`` itself, a preset by name, or a dict of fields."""
     if recipe is None:
-        if "epochs" not in given:
-            raise ToolkitError("finetune needs epochs=N (or recipe=Recipe(epochs=N, ...) / a preset name)")
-        return Recipe(**given)
+        raise ToolkitError("finetune needs a recipe: Recipe(epochs=N, ...), a preset name such as "
+                           "'cifar', or Recipe.preset('cifar').replace(epochs=N)")
     if isinstance(recipe, str):
-        recipe = Recipe.preset(recipe)
-    elif isinstance(recipe, Mapping):
-        recipe = Recipe.from_dict(recipe)
-    elif not isinstance(recipe, Recipe):
+        return Recipe.preset(recipe)
+    if isinstance(recipe, Mapping):
+        return Recipe.from_dict(recipe)
+    if not isinstance(recipe, Recipe):
         raise ToolkitError(f"recipe must be a Recipe, a preset name or a dict, got {type(recipe).__name__}")
-    return recipe.replace(**given) if given else recipe
+    return recipe
