@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --progress-bar off -e ".[dev]"
+	$(PY) -m pip install --progress-bar off -e ".[dev,cluster]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -32,10 +32,11 @@ demo: $(STAMP)
 		--output-dir notebooks/executed --ExecutePreprocessor.timeout=1800 && \
 	echo "demo: $$(( $$(date +%s) - start )) s; executed notebook: notebooks/executed/00_quickstart.ipynb; figures in figures/"
 
-## The whole test suite: unit tests and every notebook in smoke mode (nbmake), in 2 processes
-## of one torch thread each (pytest-xdist): the suite is mostly Python-bound graph work.
+## The whole test suite: unit tests, every notebook in smoke mode (nbmake) and the docstring
+## examples (doctests), in 2 processes of one torch thread each (pytest-xdist): the suite is
+## mostly Python-bound graph work.
 test: $(STAMP) $(CHROMIUM)
-	SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests --nbmake notebooks -n 2 --durations=15
+	SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests --nbmake notebooks --doctest-modules agentic_toolkit -n 2 --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -x -q

@@ -213,10 +213,30 @@ def cifar10(
 ) -> DataLoader:
     """CIFAR-10 DataLoader from the offline JPEG set (see :func:`cifar10_tensors`).
 
-    Splits: ``train`` (45,000 images; all 50,000 with ``holdout=False``), ``val`` (the
-    5,000 held-out training images, for every selection) and ``test`` (10,000, for final
-    reports only). ``augment`` and ``shuffle`` default to True for ``train``, False otherwise.
-    ``limit`` keeps a seeded random subset of that many images (for smoke runs).
+    Args:
+        split: ``train`` (45,000 images; all 50,000 with ``holdout=False``), ``val`` (the
+            5,000 held-out training images, for every selection) or ``test`` (10,000, for
+            final reports only).
+        batch_size: images per batch.
+        root: the folder holding ``cifar10/cifar10_jpg.tar.gz``; default: the data roots.
+        download: fetch the original CIFAR-10 with torchvision when the archive is missing.
+        augment: random crop and flip; default True for ``train``, False otherwise.
+        shuffle: default True for ``train``, False otherwise.
+        seed: seeds the subset, the augmentation and the shuffling.
+        limit: keep a seeded random subset of that many images (for smoke runs).
+        drop_last: drop a last incomplete batch.
+        holdout: leave the ``val`` slice out of ``train``.
+
+    Returns:
+        A DataLoader of normalised ``(images, labels)`` batches.
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> # reads the offline CIFAR-10 archive (not part of the package):
+        >>> loader = at.cifar10("val", batch_size=4, limit=8)  # doctest: +SKIP
+        >>> images, labels = next(iter(loader))  # doctest: +SKIP
+        >>> images.shape, len(loader)  # doctest: +SKIP
+        (torch.Size([4, 3, 32, 32]), 2)
     """
     _check_split(split)
     if batch_size < 1:
@@ -252,12 +272,34 @@ def imagenet_folder(
 ) -> DataLoader:
     """ImageNet-style ``root/<split>/<class>/*.jpeg`` loader with timm's transforms.
 
-    Splits: ``train`` (``root/train`` without the held-out slice), ``holdout`` (a fixed,
-    seeded, class-balanced slice of ``holdout_per_class`` images per class of ``root/train``:
-    the selection data for searches and best epochs) and ``val`` (``root/val``, the set papers
-    report ImageNet top-1 on: final reports only). ``holdout_per_class=0`` gives all of
-    ``root/train``. With ``model`` given, its pretrained config (input size, mean, std, crop)
-    is used.
+    Args:
+        root: the folder that holds ``train/`` and ``val/``.
+        split: ``train`` (``root/train`` without the held-out slice), ``holdout`` (a fixed,
+            seeded, class-balanced slice of ``holdout_per_class`` images per class of
+            ``root/train``: the selection data for searches and best epochs) or ``val``
+            (``root/val``, the set papers report ImageNet top-1 on: final reports only).
+        batch_size: images per batch.
+        model: when given, its pretrained config (input size, mean, std, crop) is used.
+        input_size: ``(C, H, W)`` without a model config.
+        augment: timm's training transforms; default True for ``train`` only.
+        num_workers: loader worker processes.
+        shuffle: default True for ``train`` only.
+        holdout_per_class: images per class held out of ``train``; 0 gives all of ``root/train``.
+
+    Returns:
+        A DataLoader of ``(images, labels)`` batches.
+
+    Example:
+        >>> import tempfile, pathlib, agentic_toolkit as at
+        >>> from PIL import Image
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     for cls in ("cat", "dog"):
+        ...         (pathlib.Path(tmp) / "val" / cls).mkdir(parents=True)
+        ...         Image.new("RGB", (40, 40)).save(f"{tmp}/val/{cls}/0.jpeg")
+        ...     loader = at.imagenet_folder(tmp, "val", batch_size=2, input_size=(3, 32, 32), num_workers=0)
+        ...     images, labels = next(iter(loader))
+        >>> images.shape, labels.tolist()
+        (torch.Size([2, 3, 32, 32]), [0, 1])
     """
     from timm.data import create_transform, resolve_data_config
     from torchvision.datasets import ImageFolder
@@ -302,9 +344,28 @@ def calibration_batches(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A fixed, seeded subset as a list of ``(images, labels)`` batches, without augmentation.
 
-    ``source`` is ``"cifar10"`` (``split`` of it: ``train`` for importance scores, ``val``
-    for selection) or any map-style dataset / DataLoader (its dataset is used).
     The same seed always gives the same images, so importance scores are reproducible.
+
+    Args:
+        source: ``"cifar10"`` or any map-style dataset / DataLoader (its dataset is used).
+        n_batches: number of batches (fewer when the data set is smaller).
+        batch_size: images per batch.
+        seed: picks the images.
+        split: with ``"cifar10"``: ``train`` for importance scores, ``val`` for selection.
+        root: with ``"cifar10"``: where the archive is; default: the data roots.
+
+    Returns:
+        A list of ``(images, labels)`` tensor pairs.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.randn(10, 3, 32, 32), torch.arange(10))
+        >>> batches = at.calibration_batches(data, n_batches=2, batch_size=4)
+        >>> [len(y) for _, y in batches]
+        [4, 4]
+        >>> torch.equal(batches[0][1], at.calibration_batches(data, 2, 4)[0][1])  # seeded
+        True
     """
     if n_batches < 1 or batch_size < 1:
         raise ToolkitError("n_batches and batch_size must be >= 1")

@@ -97,7 +97,21 @@ class CifarResNet(nn.Module):
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Names ``create_model`` accepts: the CIFAR ResNets, then timm's (fnmatch ``pattern``)."""
+    """Names ``create_model`` accepts: the CIFAR ResNets, then timm's.
+
+    Args:
+        pattern: an fnmatch pattern the names must match.
+
+    Returns:
+        The matching names, the toolkit's CIFAR ResNets first.
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> at.list_models("cifar_*")
+        ['cifar_resnet20', 'cifar_resnet32', 'cifar_resnet44', 'cifar_resnet56']
+        >>> "resnet50" in at.list_models("resnet5*")
+        True
+    """
     import fnmatch
 
     import timm
@@ -191,10 +205,27 @@ def create_model(
 ) -> nn.Module:
     """Build a model by name: ``cifar_resnet20/32/44/56`` or any timm model.
 
-    ``pretrained`` may be ``False``, ``True`` (CIFAR ResNets: the offline weights are
-    found in the data roots; timm models: refused, since nothing is downloaded) or a
-    path to a local checkpoint (``.safetensors``, ``.pth``/``.th``/``.bin`` state dict).
-    The model is returned in eval mode.
+    Args:
+        name: a name :func:`list_models` returns.
+        pretrained: ``False``, ``True`` (CIFAR ResNets: the offline weights are found in the
+            data roots; timm models: refused, since nothing is downloaded) or a path to a
+            local checkpoint (``.safetensors``, ``.pth``/``.th``/``.bin`` state dict).
+        num_classes: classifier size; default: the architecture's.
+        **kwargs: passed on to ``timm.create_model``.
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        UnknownModelError: an unknown name (with close matches).
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> model = at.create_model("cifar_resnet20")  # random init; pretrained=True loads the offline weights
+        >>> model(torch.randn(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+        >>> at.create_model("resnet18", num_classes=5).fc.out_features
+        5
     """
     if not isinstance(name, str) or not name:
         raise UnknownModelError(f"model name must be a non-empty string, got {name!r}")

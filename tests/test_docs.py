@@ -1,5 +1,6 @@
 """The README and docs/: a short README whose every number is backed by a committed table, a
-generated zoo page that matches its CSV, and no broken relative link. Text only, no model runs."""
+generated zoo page that matches its CSV, no broken relative link, and a runnable example for every
+public name (``make test`` runs them with ``--doctest-modules``). Text only, no model runs."""
 
 from __future__ import annotations
 
@@ -136,3 +137,19 @@ def test_docs_index_links_every_page():
     index = (DOCS / "README.md").read_text()
     pages = sorted(p.name for p in DOCS.glob("*.md") if p.name != "README.md")
     assert pages and [p for p in pages if f"]({p})" not in index] == []
+
+
+def test_every_public_name_has_a_runnable_example():
+    import inspect
+
+    import agentic_toolkit as at
+
+    missing = []
+    for name in at.__all__:
+        if name == "__version__":
+            continue
+        doc = inspect.getdoc(getattr(at, name)) or ""
+        example = doc.partition("Example:")[2]
+        if ">>>" not in example:
+            missing.append(name)
+    assert missing == [], f"no 'Example:' with a '>>>' line in the docstring of {missing}"

@@ -86,13 +86,34 @@ def export_onnx(
     dynamic_batch: bool = True,
     check: bool = True,
 ) -> Path:
-    """Export ``model`` (a copy, in eval mode, on CPU) to the ONNX file ``path``; its path.
+    """Export ``model`` (a copy, in eval mode, on CPU) to the ONNX file ``path``.
 
-    ``example_inputs`` fixes every dimension but the batch, which stays symbolic
-    (``"batch"``) with ``dynamic_batch=True`` so one file serves every batch size. Inputs
-    and outputs are named ``input_names``/``output_names``. ``check=True`` validates the file
-    with ``onnx.checker`` (needs the ``onnx`` package). The model itself is not modified.
-    Raises :class:`ToolkitError` naming the step that failed.
+    The model itself is not modified.
+
+    Args:
+        model: the model to export.
+        example_inputs: fixes every dimension but the batch.
+        path: the ``.onnx`` file to write.
+        opset: the ONNX opset (TorchScript exporter: no onnxscript needed).
+        input_names, output_names: names of the graph's inputs and outputs.
+        dynamic_batch: keep the batch dimension symbolic (``"batch"``), so one file serves
+            every batch size.
+        check: validate the file with ``onnx.checker`` (needs the ``onnx`` package).
+
+    Returns:
+        The file's path.
+
+    Raises:
+        ToolkitError: naming the step that failed.
+
+    Example:
+        >>> import tempfile, torch, agentic_toolkit as at
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = at.export_onnx(model, torch.randn(1, 3, 16, 16), f"{tmp}/tiny.onnx")
+        ...     path.name, path.stat().st_size > 0
+        ('tiny.onnx', True)
     """
     if not isinstance(model, nn.Module):
         raise ToolkitError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -20,6 +20,23 @@ class BenchmarkResult:
     ``onnx_throughput`` and, with a baseline, ``onnx_baseline_latency_ms``,
     ``onnx_baseline_latency_p90_ms``, ``onnx_speedup`` (median), ``onnx_speedup_min``,
     ``onnx_speedup_max`` and ``onnx_efficiency``. ``onnx_status`` says what ran (or why not).
+
+    Attributes:
+        rows: one dict per batch size (see above); :meth:`to_frame` makes them a DataFrame.
+        device, threads: where it ran.
+        input_size: the input shape (batch replaced per row).
+        warmup, repeats: untimed runs, then timed runs (pairs with a baseline).
+        memory_method: how ``peak_memory_mb`` was measured.
+        macs, baseline_macs: MACs of both models (for ``efficiency``; :attr:`mac_ratio`).
+        onnx_status: what the ONNX timing did.
+        notes: warnings of the run.
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> res = at.benchmark(at.create_model("cifar_resnet20"), (1, 3, 32, 32), batch_sizes=(1, 2),
+        ...                    warmup=1, repeats=3, threads=1)
+        >>> res.to_frame()["batch_size"].tolist(), res.threads
+        ([1, 2], 1)
     """
 
     rows: list[dict[str, Any]]

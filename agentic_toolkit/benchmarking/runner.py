@@ -192,15 +192,40 @@ def benchmark(
 ) -> BenchmarkResult:
     """Time ``model`` (inference, no grad) for each batch size, optionally against ``baseline``.
 
-    ``input_size`` gives channels and spatial size; its batch dimension is replaced by each
-    entry of ``batch_sizes``. ``threads=None`` keeps torch's thread setting; any other value
-    applies during the run and the previous setting is restored afterwards. With a
-    ``baseline`` both models run on the same input, interleaved, ``repeats`` pairs each.
-    ``onnx=True`` also exports the model(s) to ONNX once (:func:`export_onnx`, dynamic
-    batch) and times them with onnxruntime on CPU with the same threads, interleaved like the
-    PyTorch timings (``onnx_*`` figures per row); if onnxruntime is not installed or the
-    export fails, the rest still runs, ``onnx_status`` says why and a warning is issued.
     Models are not modified (a copy is used when they must move device or memory format).
+
+    Args:
+        model: the model to time.
+        input_size: channels and spatial size; the batch dimension is replaced by each
+            entry of ``batch_sizes``.
+        baseline: time this model too, on the same input, interleaved (``repeats`` pairs),
+            for speedups and efficiency.
+        device: ``"cpu"`` or a CUDA device (timed with events and synchronisation).
+        batch_sizes: the batch sizes to time.
+        threads: CPU threads during the run (restored afterwards); None keeps torch's setting.
+        warmup, repeats: untimed runs, then timed runs.
+        channels_last: run in NHWC.
+        measure_memory: record the peak activation memory of one forward.
+        onnx: also export the model(s) to ONNX once (:func:`export_onnx`, dynamic batch) and
+            time them with onnxruntime on CPU, interleaved like the PyTorch timings; if
+            onnxruntime is missing or the export fails, the rest still runs, ``onnx_status``
+            says why and a warning is issued.
+        progress: a progress bar.
+
+    Returns:
+        A :class:`BenchmarkResult` with one row per batch size.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> model, x = at.create_model("cifar_resnet20"), torch.randn(1, 3, 32, 32)
+        >>> pruned = at.apply_isomorphic_prune(model, at.strategy_preset("uniform_l1", pruning_ratio=0.5), x).model
+        >>> res = at.benchmark(pruned, (1, 3, 32, 32), baseline=model, batch_sizes=(1,), warmup=1,
+        ...                    repeats=3, threads=1)
+        >>> row = res.rows[0]
+        >>> row["batch_size"], row["speedup_min"] <= row["speedup_median"] <= row["speedup_max"]
+        (1, True)
+        >>> round(res.mac_ratio, 1)
+        4.0
     """
     size = _check_input_size(input_size)
     sizes, dev = _check_args(model, baseline, batch_sizes, warmup, repeats, device)

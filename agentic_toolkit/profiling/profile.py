@@ -54,6 +54,25 @@ class MacProfile:
     torch_pruning convention), ``elementwise``, ``calls``, ``input_shape``,
     ``output_shape`` and ``stage``. ``layers.macs`` sums to ``total_macs`` (for the
     torch_pruning convention: to ``total_macs`` times the batch size).
+
+    Attributes:
+        model_name: the model's name (its toolkit or timm name, else its class).
+        total_macs: MACs of one forward pass on ``input_shape`` in ``convention``.
+        params: parameter count.
+        convention: ``"macs"`` or ``"torch_pruning"`` (see :func:`profile_macs`).
+        input_shape: the shape(s) profiled.
+        elementwise_ops: element-wise operations (not MACs).
+        uncounted_ops: ops seen but counted in neither (name -> calls).
+        backend: ``"meta"``, or ``"real"`` when the forward needed real values.
+        rows: the per-module records behind :attr:`layers`.
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> prof = at.profile_macs(at.create_model("cifar_resnet20"), input_size=(1, 3, 32, 32))
+        >>> prof.total_macs, prof.params
+        (40551040, 272282)
+        >>> prof.by_type()["type"].tolist()[:2]
+        ['Conv2d', 'Linear']
     """
 
     model_name: str
@@ -201,13 +220,31 @@ def profile_macs(
 ) -> MacProfile:
     """Count the MACs and parameters of ``model`` on one input, without changing the model.
 
-    ``example_inputs`` (a tensor, a tuple of positional tensors or a dict of keyword
-    tensors; only shapes and dtypes matter) overrides ``input_size``. ``convention`` is
-    ``"macs"`` (conv, linear, matmul/bmm/einsum and attention MACs of the whole batch) or
-    ``"torch_pruning"`` (``torch_pruning.utils.count_ops_and_params``, per sample).
     Runs on the meta device; a model whose forward needs real values (``.item()``) is
-    run once for real instead, with a warning. Raises :class:`ToolkitError` if the model
-    cannot take the input.
+    run once for real instead, with a warning.
+
+    Args:
+        model: any module.
+        example_inputs: a tensor, a tuple of positional tensors or a dict of keyword
+            tensors (only shapes and dtypes matter); overrides ``input_size``.
+        input_size: the input shape, batch first.
+        convention: ``"macs"`` (conv, linear, matmul/bmm/einsum and attention MACs of the
+            whole batch) or ``"torch_pruning"`` (``torch_pruning.utils.count_ops_and_params``,
+            per sample).
+
+    Returns:
+        A :class:`MacProfile` (``total_macs``, ``params``, per-layer ``layers``).
+
+    Raises:
+        ToolkitError: the model cannot take the input, or an unknown convention.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> model = at.create_model("cifar_resnet20")
+        >>> at.profile_macs(model, torch.randn(1, 3, 32, 32)).total_macs
+        40551040
+        >>> at.profile_macs(model, input_size=(1, 3, 32, 32), convention="torch_pruning").total_macs
+        40927882
     """
     if convention not in CONVENTIONS:
         raise ToolkitError(f"unknown MAC convention {convention!r}; use one of {', '.join(CONVENTIONS)}")

@@ -22,13 +22,33 @@ from .strategy import Strategy
 class PruneResult:
     """A pruned model and what was done to it.
 
-    ``macs``/``params`` are measured on the pruned model with :func:`profile_macs`
-    (default convention, the batch of ``example_inputs``); ``predicted_macs`` is what the
-    plan predicted from the widths (always equal to ``macs`` on supported models).
-    ``widths`` maps every conv/linear layer to its output channels (``base_widths``: before
-    pruning); ``history`` is torch-pruning's pruning history (replayable with
-    ``load_pruning_history``). :meth:`summary` is a few lines of text, :meth:`to_dict` the
-    JSON-ready numbers, :meth:`to_frame` the per-layer widths, :meth:`plot` draws them.
+    :meth:`summary` is a few lines of text, :meth:`to_dict` the JSON-ready numbers,
+    :meth:`to_frame` the per-layer widths, :meth:`plot` draws them.
+
+    Attributes:
+        model: the pruned model.
+        strategy: the strategy it was pruned to.
+        macs, params: measured on the pruned model with :func:`profile_macs` (default
+            convention, the batch of ``example_inputs``).
+        base_macs, base_params: the same before pruning.
+        widths: every conv/linear layer's output channels (``base_widths``: before pruning).
+        history: torch-pruning's pruning history (replayable with ``load_pruning_history``).
+        predicted_macs: what the plan predicted from the widths (equal to ``macs`` on
+            supported models).
+        input_shape: the example input's shape.
+        num_heads: kept attention heads per attention module (ViTs).
+        notes: warnings of the pruning run.
+        seconds: wall time.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> x = torch.randn(1, 3, 32, 32)
+        >>> uniform = at.strategy_preset("uniform_l1", pruning_ratio=0.5)  # every layer keeps half
+        >>> res = at.apply_isomorphic_prune(at.create_model("cifar_resnet20"), uniform, x)
+        >>> res.macs == res.predicted_macs, f"{res.mac_ratio:.1%}"
+        (True, '25.3%')
+        >>> res.to_frame().columns.tolist()[:3]
+        ['layer', 'base_channels', 'channels']
     """
 
     model: nn.Module
@@ -122,12 +142,22 @@ class PruneResult:
 def describe_scopes(model: nn.Module, example_inputs) -> pd.DataFrame:
     """The named scopes a strategy can address, with channel counts and MAC shares.
 
-    Columns: ``name`` (key for ``Strategy.multipliers``), ``kind`` (stem, stage, head,
-    residual, block, attention, heads), ``channels`` (prunable channels; heads for
-    ``attn.heads``), ``groups``, ``mac_share`` (fraction of the model's MACs in layers whose
-    width the scope changes; scopes overlap, so shares do not sum to 1) and
-    ``description``. ``df.attrs["not_prunable"]`` lists channel groups that are kept and why.
-    The model is not changed.
+    Args:
+        model: the model (not changed).
+        example_inputs: an input it takes.
+
+    Returns:
+        A DataFrame with ``name`` (key for ``Strategy.multipliers``), ``kind`` (stem, stage,
+        head, residual, block, attention, heads), ``channels`` (prunable channels; heads for
+        ``attn.heads``), ``groups``, ``mac_share`` (fraction of the model's MACs in layers
+        whose width the scope changes; scopes overlap, so shares do not sum to 1) and
+        ``description``. ``df.attrs["not_prunable"]`` lists channel groups that are kept and why.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> scopes = at.describe_scopes(at.create_model("cifar_resnet20"), torch.randn(1, 3, 32, 32))
+        >>> scopes["name"].tolist()
+        ['stage1', 'stage2', 'stage3', 'residual', 'basicblock.inner']
     """
     plan = PrunePlan.build(model, example_inputs)
     return plan.describe()
@@ -145,7 +175,27 @@ def layer_widths(model: nn.Module) -> dict[str, int]:
 
 
 def get_plan(model: nn.Module, example_inputs, calibration=None, plan: PrunePlan | None = None) -> PrunePlan:
-    """``plan`` if it was built for this model (and calibration), else a new plan."""
+    """``plan`` if it was built for this model (and calibration), else a new plan.
+
+    Args:
+        model: the model the plan is for.
+        example_inputs: an input it takes (checked against ``plan``'s).
+        calibration: ``(images, labels)`` batches for gradient-based importance.
+        plan: a :class:`PrunePlan` to reuse, or None.
+
+    Returns:
+        A :class:`PrunePlan` of ``model``.
+
+    Raises:
+        ToolkitError: ``plan`` was built for another model, input shape or calibration.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> model, x = at.create_model("cifar_resnet20"), torch.randn(1, 3, 32, 32)
+        >>> plan = at.get_plan(model, x)
+        >>> at.get_plan(model, x, plan=plan) is plan, plan.base_macs
+        (True, 40551040)
+    """
     if plan is None:
         return PrunePlan.build(model, example_inputs, calibration)
     if not isinstance(plan, PrunePlan):
@@ -229,9 +279,26 @@ def apply_isomorphic_prune(
     ``max_layer_ratio`` of its channels, kept counts rounded to ``round_to``. The
     classifier and the model outputs are never pruned; ViT attention attributes are updated.
 
-    ``calibration`` (a list of ``(images, labels)`` batches) feeds Taylor importance.
-    The input model is unchanged unless ``inplace=True``. Pass ``plan=`` (e.g.
-    ``BudgetFit.plan``) to reuse the dependency graph and importance scores.
+    Args:
+        model: the model to prune (unchanged unless ``inplace=True``).
+        strategy: how to prune, at its ``pruning_ratio``.
+        example_inputs: an input the model takes.
+        calibration: a list of ``(images, labels)`` batches; feeds Taylor importance.
+        inplace: prune ``model`` itself instead of a copy.
+        plan: reuse this plan's dependency graph and importance scores (e.g. ``BudgetFit.plan``).
+
+    Returns:
+        A :class:`PruneResult` with the pruned model and its measured MACs.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> _ = torch.manual_seed(0)  # random init: the kept channels depend on the weights
+        >>> model, x = at.create_model("cifar_resnet20"), torch.randn(1, 3, 32, 32)
+        >>> res = at.apply_isomorphic_prune(model, at.Strategy(pruning_ratio=0.5, multipliers={"stage3": 0.5}), x)
+        >>> res.model(x).shape, res.macs < res.base_macs
+        (torch.Size([1, 10]), True)
+        >>> res.widths["layer3.0.conv1"], res.base_widths["layer3.0.conv1"]
+        (42, 64)
     """
     if not isinstance(strategy, Strategy):
         raise ToolkitError(f"strategy must be an agentic_toolkit.Strategy, got {type(strategy).__name__}")

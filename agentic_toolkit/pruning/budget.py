@@ -89,34 +89,54 @@ def fit_to_budget(
     threads: int | None = None,
     latency_model: Any = None,
 ) -> BudgetFit:
-    """Solve ``strategy.pruning_ratio`` so that the pruned model has ``target_macs`` MACs
-    (or meets every budget of ``constraints``).
+    """Solve ``strategy.pruning_ratio`` so that the pruned model meets a MAC budget (or
+    every budget of ``constraints``).
 
-    ``tolerance=(up, down)`` in percent is the accepted band ``[target - down%, target +
-    up%]``; the solver returns the reachable count closest to the target (preferring one
-    inside the band). Raises :class:`BudgetInfeasibleError` (with ``.reachable``) when the
-    target is above the model's MACs or below the smallest model the strategy allows, and
-    :class:`ToolkitError` for a target <= 0. Pass ``plan=`` to reuse a previous plan of the
-    same model; the returned fit keeps it (``fit.plan``) and ``fit.prune()`` uses it.
-    MACs are those of one forward pass on ``example_inputs`` (use a batch of 1 for
-    per-image budgets such as the paper's). ``counter`` is the convention the target and
-    band are met in: ``"macs"`` (default) or ``"torch_pruning"`` (per sample, as
-    ``torch_pruning.utils.count_ops_and_params``; the solved model is then pruned and
-    counted to verify it, see the module docstring).
+    The solver returns the reachable count closest to the target, preferring one inside the
+    band. MACs are those of one forward pass on ``example_inputs`` (use a batch of 1 for
+    per-image budgets such as the paper's). With several constraints the most restrictive
+    one binds and lands in its band, the others end at or below theirs.
 
-    ``constraints`` (keyword) budgets MACs and/or parameters together, e.g.
-    ``{"macs": "1.77G", "params": "15M"}`` or ``{"params": "60%"}`` (a fraction of the
-    unpruned count); ``target_macs`` may be given instead of ``"macs"``. Each constraint has
-    the same band; the most restrictive one binds and lands in its band, the others end at
-    or below theirs (``fit.constraints``, ``fit.achieved``). When one is out of reach the
-    error lists every constraint's reachable range.
+    Args:
+        model: the unpruned model (not changed).
+        strategy: importance and shape; only its ``pruning_ratio`` is solved.
+        target_macs: MACs as a number, ``"1.77G"`` or ``"50%"`` (of the unpruned count).
+        example_inputs: the input MACs are counted on (not needed with ``plan``).
+        tolerance: ``(up, down)`` in percent: the band ``[target - down%, target + up%]``.
+        calibration: ``(images, labels)`` batches for gradient-based importance (Taylor).
+        plan: a previous :class:`PrunePlan` of the same model to reuse; the fit keeps it
+            (``fit.plan``) and ``fit.prune()`` uses it.
+        counter: the convention the target and band are met in: ``"macs"`` or
+            ``"torch_pruning"`` (per sample, as ``torch_pruning.utils.count_ops_and_params``;
+            the solved model is then pruned and counted to verify it, see the module docstring).
+        constraints: MACs, parameters and/or latency budgets together, e.g.
+            ``{"macs": "1.77G", "params": "15M"}``, ``{"params": "60%"}``, ``{"latency": "12ms"}``.
+            A latency is predicted on ``device`` by a measured table (built and cached on first
+            use); ``Strategy(round_to="auto")`` needs the same table.
+        device: ``"cpu"`` or ``"cuda"``, for latency budgets.
+        threads: CPU threads for latency budgets; default: torch's setting.
+        latency_model: a prebuilt table from :func:`~.latency_model.build_latency_model`
+            (kept as ``fit.latency_model``; ``fit.predicted_latency_ms`` is its prediction).
 
-    ``{"latency": "12ms"}`` or ``{"latency": "60%"}`` budgets the latency on ``device``
-    (``"cpu"`` with ``threads`` threads, default torch's, or ``"cuda"``) at the batch size of
-    ``example_inputs``, as predicted by a measured table (built and cached on first use;
-    pass a prebuilt ``latency_model=`` from :func:`~.latency_model.build_latency_model` to
-    reuse one). ``Strategy(round_to="auto")`` needs the same table (built likewise).
-    ``fit.latency_model`` keeps it and ``fit.predicted_latency_ms`` is its prediction.
+    Returns:
+        A :class:`BudgetFit`: the solved strategy, predicted counts, ``prune()``.
+
+    Raises:
+        BudgetInfeasibleError: the target is out of the strategy's reach (``.reachable``
+            lists every constraint's range).
+        ToolkitError: a target <= 0 or other bad input.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> _ = torch.manual_seed(0)
+        >>> model, x = at.create_model("cifar_resnet20"), torch.randn(1, 3, 32, 32)
+        >>> fit = at.fit_to_budget(model, at.strategy_preset("uniform_l1"), "20M", x)
+        >>> fit.within_tolerance, 19_000_000 <= fit.predicted_macs <= 20_200_000
+        (True, True)
+        >>> both = at.fit_to_budget(model, at.Strategy(), constraints={"macs": "60%", "params": "40%"},
+        ...                         plan=fit.plan)
+        >>> both.binding, both.within_tolerance
+        ('params', True)
     """
     start = time.perf_counter()
     if not isinstance(strategy, Strategy):

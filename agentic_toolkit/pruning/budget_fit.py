@@ -20,9 +20,22 @@ COUNTERS = ("macs", "torch_pruning")
 
 
 class BudgetInfeasibleError(ToolkitError, ValueError):
-    """No ratio of this strategy meets the budget. ``target``/``reachable`` (``(min, max)``)
-    are those of the first unreachable constraint (MACs for a plain ``target_macs``);
-    ``constraints`` has ``{kind: {"target", "reachable"}}`` for every constraint given."""
+    """No ratio of this strategy meets the budget.
+
+    Attributes:
+        target: the first unreachable constraint's target (MACs for a plain ``target_macs``).
+        reachable: ``(min, max)`` that constraint can reach with this strategy.
+        constraints: ``{kind: {"target", "reachable"}}`` for every constraint given.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> model = at.create_model("cifar_resnet20")
+        >>> try:
+        ...     at.fit_to_budget(model, at.Strategy(), "100M", torch.randn(1, 3, 32, 32))
+        ... except at.BudgetInfeasibleError as exc:
+        ...     print(exc.target, exc.reachable)
+        100000000 (636550, 40551040)
+    """
 
     def __init__(self, message: str, target: int, reachable: tuple[int, int],
                  constraints: dict[str, dict[str, Any]] | None = None):
@@ -34,19 +47,37 @@ class BudgetInfeasibleError(ToolkitError, ValueError):
 
 @dataclass
 class BudgetFit:
-    """Result of :func:`fit_to_budget`.
+    """Result of :func:`fit_to_budget`. All MAC numbers are in the convention of ``counter``.
 
-    ``strategy`` carries the solved ``pruning_ratio``; ``predicted_macs`` is exact for the
-    model :meth:`prune` (or ``apply_isomorphic_prune(model, fit.strategy, ...)``) builds, in
-    the convention of ``counter`` (all MAC numbers here are): for ``"torch_pruning"`` it is
-    the count of that pruned model. ``counts`` lists the verifying counts ``(ratio,
-    analytic prediction, counted)`` (empty for ``"macs"``, whose prediction is exact).
-    ``min_macs``/``max_macs`` bound what this strategy can reach. ``predicted_params`` is
-    the exact parameter count of the pruned model. ``constraints`` lists every budget with
-    its target and achieved count (:class:`~agentic_toolkit.pruning.constraints.Constraint`;
-    ``binding`` names the one that set the ratio); ``target_macs`` is ``None`` when MACs were
-    not constrained. ``within_tolerance``: the binding count lies in its band
-    ``[target * (1 - down%), target * (1 + up%)]`` and every other is at most its top.
+    Attributes:
+        strategy: the input strategy with the solved ``pruning_ratio``.
+        target_macs: the MAC target, or None when MACs were not constrained.
+        predicted_macs: exact for the model :meth:`prune` (or
+            ``apply_isomorphic_prune(model, fit.strategy, ...)``) builds; for
+            ``"torch_pruning"`` the count of that pruned model.
+        base_macs, min_macs, max_macs: the unpruned count and what this strategy can reach.
+        probes, seconds: solver steps and wall time.
+        within_tolerance: the binding count lies in its band
+            ``[target * (1 - down%), target * (1 + up%)]`` and every other is at most its top.
+        tolerance: ``(up, down)`` in percent.
+        plan, selection: the :class:`PrunePlan` and the solved cut counts (reused by :meth:`prune`).
+        counter: ``"macs"`` or ``"torch_pruning"``.
+        counts: verifying counts ``(ratio, analytic prediction, counted)`` (empty for ``"macs"``,
+            whose prediction is exact).
+        predicted_params: the exact parameter count of the pruned model.
+        constraints: every budget with its target and achieved count
+            (:class:`~agentic_toolkit.pruning.constraints.Constraint`; :attr:`binding` names
+            the one that set the ratio).
+        latency_model: the latency table of a latency budget, else None.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> model = at.create_model("cifar_resnet20")
+        >>> fit = at.fit_to_budget(model, at.Strategy(), "50%", torch.randn(1, 3, 32, 32))
+        >>> fit.target_macs, fit.within_tolerance, fit.binding
+        (20275520, True, 'macs')
+        >>> fit.prune().macs == fit.predicted_macs
+        True
     """
 
     strategy: Strategy

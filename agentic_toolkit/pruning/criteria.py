@@ -75,11 +75,33 @@ def register_importance(
     """Register ``fn(group) -> per-channel scores`` as importance criterion ``name``.
 
     After this, ``Strategy(importance=name)`` is valid and every pruning function ranks
-    channels by ``fn``. ``needs_gradients=True``: loss gradients over the calibration
-    batches are in ``.grad`` while ``fn`` runs (pass ``calibration=`` to the pruning call).
-    ``normalizer``: ``"mean"``, ``"lamp"`` or None (see the module docstring). A user
-    criterion registered again under the same name replaces the old one; a built-in one
-    is replaced only with ``overwrite=True``. Returns the :class:`Criterion`.
+    channels by ``fn``.
+
+    Args:
+        name: the criterion's name. A user criterion registered again under the same name
+            replaces the old one.
+        fn: ``fn(group)`` returns one score per root channel (higher = more important), or
+            None (see the module docstring for ``group``).
+        needs_gradients: loss gradients over the calibration batches are in ``.grad`` while
+            ``fn`` runs (pass ``calibration=`` to the pruning call).
+        normalizer: ``"mean"``, ``"lamp"`` or None (see the module docstring).
+        fallback: rank a group whose scores are all zero or NaN by ``magnitude_l2``.
+        description: one line for :func:`describe_importances`; default: ``fn``'s docstring.
+        overwrite: allow replacing a built-in criterion.
+
+    Returns:
+        The registered :class:`Criterion`.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> def first_channels_first(group):
+        ...     "Keeps the lowest channel indices (a toy criterion)."
+        ...     return torch.arange(len(group[0].idxs), 0, -1, dtype=torch.float64)
+        >>> _ = at.register_importance("first_channels_first", first_channels_first)
+        >>> res = at.apply_isomorphic_prune(at.create_model("cifar_resnet20"),
+        ...     at.Strategy(importance="first_channels_first", pruning_ratio=0.5), torch.randn(1, 3, 32, 32))
+        >>> res.model.conv1.out_channels
+        8
     """
     if not isinstance(name, str) or not name.strip() or name != name.strip():
         raise ToolkitError(f"an importance name must be a non-empty string without outer spaces; got {name!r}")
@@ -97,7 +119,16 @@ def register_importance(
 
 
 def list_importances() -> list[str]:
-    """Names of the registered importance criteria (built-in ones first)."""
+    """Names of the registered importance criteria (built-in ones first).
+
+    Returns:
+        The names ``Strategy(importance=...)`` accepts.
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> at.list_importances()[:5]
+        ['taylor', 'magnitude_l1', 'magnitude_l2', 'lamp', 'random']
+    """
     return list(_REGISTRY)
 
 
@@ -113,7 +144,18 @@ def get_importance(name: str) -> Criterion:
 
 
 def describe_importances():
-    """The registered criteria as a DataFrame: name, needs_gradients, normalizer, description."""
+    """The registered criteria as a table.
+
+    Returns:
+        A DataFrame with ``name``, ``needs_gradients``, ``normalizer``, ``builtin`` and
+        ``description``.
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> table = at.describe_importances().set_index("name")
+        >>> table.loc["lamp", "normalizer"]
+        'lamp'
+    """
     import pandas as pd
 
     return pd.DataFrame(

@@ -11,10 +11,9 @@ with the measurements of every round.
 
 :func:`pick_rounding` closes the same loop for ``round_to="auto"``: its per-group multiples
 come from step curves of each layer timed alone near its full width, which need not hold
-inside the network at the pruned widths (ResNet-50 at 50% of the MACs, batch 1, NHWC, 2
-threads: the curve-chosen multiples measured 0.84 efficiency, the uniform 16 this picks 0.87;
-``data/bench_latency_budget_channels_last.csv``). It times the fit and the same strategy
-solved with each uniform multiple of ``multiples``, and keeps the most efficient.
+inside the network at the pruned widths (measurements: ``docs/pruning.md``, "Latency
+budgets"). It times the fit and the same strategy solved with each uniform multiple of
+``multiples``, and keeps the most efficient.
 """
 
 from __future__ import annotations
@@ -70,9 +69,35 @@ class RefinedFit:
 
 def refine_latency_fit(model, fit, *, rounds: int = 1, accept: float = 0.02, warmup: int = 3, repeats: int = 20,
                        device: str = "cpu", threads: int | None = None) -> RefinedFit:
-    """Measure ``fit`` (a :class:`~agentic_toolkit.BudgetFit` with a latency constraint, from
-    ``model``) and correct it at most ``rounds`` times (see module docstring); each round
-    prunes one model and times it ``repeats`` interleaved pairs after ``warmup`` runs."""
+    """Measure ``fit`` and correct it at most ``rounds`` times (see the module docstring).
+
+    Args:
+        model: the unpruned model ``fit`` was solved for.
+        fit: a :class:`~agentic_toolkit.BudgetFit` with a latency constraint.
+        rounds: corrections at most; each prunes one model and times it.
+        accept: stop when the measured latency fraction is within this relative distance of
+            the target.
+        warmup, repeats: untimed runs, then interleaved timed pairs (pruned, unpruned).
+        device, threads: where to time (default threads: torch's setting).
+
+    Returns:
+        A :class:`RefinedFit`: the fit whose measured fraction came closest to the target
+        (``fit``), ``target_fraction`` and every round (``checks``; the first is ``fit`` as given).
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        ...                       nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+        >>> plan = at.get_plan(model, torch.randn(8, 3, 32, 32))
+        >>> table = at.build_latency_model(plan, threads=1, grid_steps=2, repeats=1, cache=False, progress=False)
+        >>> fit = at.fit_to_budget(model, at.Strategy(), constraints={"latency": "80%"}, plan=plan,
+        ...                        latency_model=table)
+        >>> refined = at.refine_latency_fit(model, fit, rounds=1, warmup=1, repeats=3, threads=1)
+        >>> 1 <= len(refined.checks) <= 2, round(refined.target_fraction, 2)
+        (True, 0.8)
+    """
     lat = next((c for c in fit.constraints if c.kind == "latency"), None)
     if lat is None or fit.latency_model is None:
         raise ToolkitError("refine_latency_fit needs a fit with a latency constraint (constraints={'latency': ...})")
@@ -121,11 +146,36 @@ class RoundingChoice:
 
 def pick_rounding(model, fit, *, multiples: tuple[int, ...] = PICK_MULTIPLES, warmup: int = 3, repeats: int = 20,
                   device: str = "cpu", threads: int | None = None) -> RoundingChoice:
-    """Time ``fit`` (a :class:`~agentic_toolkit.BudgetFit` of ``model``, any budget) and its
-    strategy solved to the same budgets with each uniform ``round_to`` in ``multiples`` (those
-    landing in the band) against the unpruned model, all in one round-robin loop of ``repeats``
-    rounds (:func:`~agentic_toolkit.benchmarking.runner.compare_speedups`; NHWC when the fit's
-    latency table was measured so); the highest measured efficiency wins."""
+    """Time ``fit`` and its strategy solved to the same budgets with each uniform ``round_to``
+    in ``multiples`` (those landing in the band) against the unpruned model, all in one
+    round-robin loop (:func:`~agentic_toolkit.benchmarking.runner.compare_speedups`; NHWC when
+    the fit's latency table was measured so); the highest measured efficiency wins.
+
+    Args:
+        model: the unpruned model ``fit`` was solved for.
+        fit: a :class:`~agentic_toolkit.BudgetFit` of ``model`` (any budget).
+        multiples: the uniform ``round_to`` values to try beside the fit's own.
+        warmup, repeats: untimed runs, then round-robin timed rounds.
+        device, threads: where to time (default threads: torch's setting).
+
+    Returns:
+        A :class:`RoundingChoice`: the chosen ``fit`` and ``frame`` (``round_to``,
+        ``mac_fraction``, ``speedup``, ``efficiency``, ``chosen``).
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        ...                       nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+        >>> plan = at.get_plan(model, torch.randn(8, 3, 32, 32))
+        >>> table = at.build_latency_model(plan, threads=1, grid_steps=2, repeats=1, cache=False, progress=False)
+        >>> fit = at.fit_to_budget(model, at.Strategy(), constraints={"latency": "80%"}, plan=plan,
+        ...                        latency_model=table)
+        >>> choice = at.pick_rounding(model, fit, multiples=(8,), warmup=1, repeats=3, threads=1)
+        >>> choice.frame.columns.tolist(), int(choice.frame["chosen"].sum())
+        (['round_to', 'mac_fraction', 'speedup', 'efficiency', 'chosen'], 1)
+    """
     from ..benchmarking.runner import compare_speedups
 
     if not multiples or any(not isinstance(m, int) or m < 1 for m in multiples):

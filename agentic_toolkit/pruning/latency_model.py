@@ -54,7 +54,35 @@ class _Layer:
 
 @dataclass
 class LatencyModel:
-    """Predicted latency (ms) of a plan's model from its widths (see module docstring)."""
+    """Predicted latency (ms) of a plan's model from its widths (see the module docstring).
+
+    Built by :func:`build_latency_model`; :meth:`predict` takes ``{dimension key: kept
+    width}`` (e.g. ``plan.widths(selection)``; missing keys stay at full width).
+
+    Attributes:
+        layers: the enveloped per-layer tables.
+        rest: ``(a, b)``: the rest of the network costs ``a + b * s(widths)`` ms.
+        key: what the table was measured for (device, threads, batch size, architecture, torch).
+        measured_ms: the unpruned model's measured latency.
+        measurements: configurations timed in this build (0: all from the cache).
+        seconds: wall time of the build.
+        steps, steps_in: per-layer step curves for ``round_to="auto"``.
+        path: the cache file.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        ...                       nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+        >>> plan = at.get_plan(model, torch.randn(8, 3, 32, 32))
+        >>> table = at.build_latency_model(plan, threads=1, grid_steps=2, repeats=1, cache=False, progress=False)
+        >>> full = table.predict({})  # every width kept: the measured latency
+        >>> abs(full - table.measured_ms) < 1e-6
+        True
+        >>> table.predict(plan.widths(plan.select(at.Strategy(pruning_ratio=0.5)))) <= full
+        True
+    """
 
     layers: list[_Layer]
     rest: tuple[float, float]  # (a, b): rest of the network = a + b * s(widths)
@@ -199,15 +227,35 @@ def build_latency_model(
     progress: bool = True,
     channels_last: bool = False,
 ) -> LatencyModel:
-    """Measure (or read from the disk cache) the latency table of ``plan``'s model on
-    ``device`` with ``threads`` CPU threads (default: torch's current setting), at the batch
-    size of the plan's example inputs; ``grid_steps`` widths per prunable dimension, the
-    median of ``repeats`` timings after ``warmup`` runs each. ``auto_round`` also measures
-    the step curves :meth:`LatencyModel.round_multiples` needs. ``cache=False`` measures
-    anew (and does not write). Shows a tqdm progress bar while measuring when ``progress``.
-    ``channels_last``: layers, inputs and the whole model timed in NHWC (its own cache key), for
-    deployments that run so (oneDNN's preferred layout on CPUs).
-    A cached table is reused whatever ``grid_steps``/``repeats`` it was measured with.
+    """Measure (or read from the disk cache) the latency table of ``plan``'s model, at the
+    batch size of the plan's example inputs.
+
+    Args:
+        plan: a :class:`~agentic_toolkit.PrunePlan` (e.g. ``fit.plan`` or :func:`get_plan`'s).
+        device: ``"cpu"`` or ``"cuda"``.
+        threads: CPU threads; default: torch's current setting.
+        grid_steps: widths per prunable dimension.
+        warmup, repeats: untimed runs, then the median of ``repeats`` timings per entry.
+        auto_round: also measure the step curves :meth:`LatencyModel.round_multiples` needs.
+        cache: read and write the disk cache; False measures anew and writes nothing. A
+            cached table is reused whatever ``grid_steps``/``repeats`` it was measured with.
+        progress: a tqdm progress bar while measuring.
+        channels_last: time layers, inputs and the whole model in NHWC (its own cache key),
+            for deployments that run so (oneDNN's preferred layout on CPUs).
+
+    Returns:
+        A :class:`LatencyModel`.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        ...                       nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+        >>> plan = at.get_plan(model, torch.randn(8, 3, 32, 32))
+        >>> table = at.build_latency_model(plan, threads=1, grid_steps=2, repeats=1, cache=False, progress=False)
+        >>> table.key["device"], table.key["batch_size"], table.measurements > 0
+        ('cpu', 8, True)
     """
     from ..benchmarking.latency import torch_threads
 

@@ -47,10 +47,27 @@ def save_pruned(
 
     The base architecture is recorded so that :func:`load_pruned` needs no ``base_model``:
     found automatically for models from :func:`agentic_toolkit.create_model`,
-    ``timm.create_model`` and torchvision's builders, or given as
-    ``architecture="timm:NAME"`` / ``"torchvision:NAME"`` with ``architecture_kwargs``
-    (plain values only). When it cannot be found, ``meta.json`` says why and loading needs
-    ``base_model=``.
+    ``timm.create_model`` and torchvision's builders. When it cannot be found, ``meta.json``
+    says why and loading needs ``base_model=``.
+
+    Args:
+        path: the directory (``strategy.json``, ``history.json``, ``meta.json``,
+            ``model.safetensors``).
+        result: a :class:`PruneResult` (``apply_isomorphic_prune``, ``fit.prune()``, a search's).
+        architecture: ``"timm:NAME"`` / ``"torchvision:NAME"`` when it cannot be found.
+        architecture_kwargs: that builder's keywords (plain values only).
+
+    Returns:
+        The directory.
+
+    Example:
+        >>> import tempfile, torch, agentic_toolkit as at
+        >>> x = torch.randn(1, 3, 32, 32)
+        >>> res = at.apply_isomorphic_prune(at.create_model("cifar_resnet20"), at.Strategy(pruning_ratio=0.3), x)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     folder = at.save_pruned(tmp, res)
+        ...     sorted(p.name for p in folder.iterdir())
+        ['history.json', 'meta.json', 'model.safetensors', 'strategy.json']
     """
     from safetensors.torch import save_model
 
@@ -261,9 +278,26 @@ def _load_weights(model: nn.Module, path: Path) -> tuple[list[str], list[str]]:
 def load_pruned(path: str | Path, base_model: nn.Module | str | None = None) -> PruneResult:
     """Rebuild a model saved by :func:`save_pruned` (in eval mode).
 
-    ``base_model``: an unpruned instance, or a name (``create_model``'s, or
-    ``"timm:NAME"`` / ``"torchvision:NAME"``) to rebuild from; needed only when the folder
-    records no architecture (``meta.json``'s ``architecture_note`` says why).
+    Args:
+        path: the directory :func:`save_pruned` wrote.
+        base_model: an unpruned instance, or a name (``create_model``'s, or
+            ``"timm:NAME"`` / ``"torchvision:NAME"``) to rebuild from; needed only when the
+            folder records no architecture (``meta.json``'s ``architecture_note`` says why).
+
+    Returns:
+        A :class:`PruneResult` with the rebuilt model, its strategy and MACs.
+
+    Raises:
+        CheckpointError: no saved model there, or one that does not fit ``base_model``.
+
+    Example:
+        >>> import tempfile, torch, agentic_toolkit as at
+        >>> x = torch.randn(1, 3, 32, 32)
+        >>> res = at.apply_isomorphic_prune(at.create_model("cifar_resnet20"), at.Strategy(pruning_ratio=0.3), x)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     loaded = at.load_pruned(at.save_pruned(tmp, res))
+        >>> loaded.macs == res.macs, torch.equal(loaded.model(x), res.model(x))
+        (True, True)
     """
     from ..profiling.profile import profile_macs
 

@@ -57,8 +57,18 @@ class NothingToPruneError(ToolkitError, ValueError):
 class PrunePlan(RankingMixin, CuttingMixin):
     """Channel groups, importance and MAC model of one model (see module docstring).
 
-    Build with :meth:`PrunePlan.build`; reuse it across ratios and strategies of the same
-    model (``fit_to_budget`` and ``apply_isomorphic_prune`` accept ``plan=``).
+    Build with :meth:`PrunePlan.build` (arguments: the model, an example input and optional
+    calibration batches); reuse it across ratios and strategies of the same model
+    (``fit_to_budget`` and ``apply_isomorphic_prune`` accept ``plan=``).
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> model, x = at.create_model("cifar_resnet20"), torch.randn(1, 3, 32, 32)
+        >>> plan = at.PrunePlan.build(model, x)
+        >>> sel = plan.select(at.Strategy(pruning_ratio=0.5))
+        >>> plan.predict_macs(sel) == at.apply_isomorphic_prune(model, at.Strategy(pruning_ratio=0.5), x,
+        ...                                                     plan=plan).macs
+        True
     """
 
     def __init__(self) -> None:  # use PrunePlan.build

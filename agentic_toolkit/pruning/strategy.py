@@ -37,9 +37,35 @@ class StrategyError(ToolkitError, ValueError):
 class Strategy:
     """How to prune: importance criterion, global ratio and per-scope shape.
 
-    ``pruning_ratio`` is the global channel ratio; ``multipliers`` scale it per named
-    scope (e.g. ``{"stage4": 1.3, "vit.mlp": 1.2, "attn.head_dim": 0.5}``); the budget
-    solver keeps importance and multipliers fixed and solves only for the ratio.
+    The budget solver (:func:`~agentic_toolkit.fit_to_budget`) keeps importance and
+    multipliers fixed and solves only for the ratio. Invalid values raise
+    :class:`StrategyError` listing every problem at once.
+
+    Args:
+        importance: a registered criterion (:func:`~agentic_toolkit.list_importances`).
+        pruning_ratio: the global channel ratio, in ``[0, 1)``.
+        isomorphic: rank channels only within groups of identical structure.
+        global_pruning: rank channels globally (True) or per layer (False).
+        round_to: keep channel counts multiples of this integer; ``"auto"``: per-group
+            multiples chosen from latency measured on the device; None: no rounding.
+        multipliers: scale the ratio per named scope (:func:`~agentic_toolkit.describe_scopes`),
+            e.g. ``{"stage4": 1.3, "vit.mlp": 1.2, "attn.head_dim": 0.5}``; each in ``(0, 4]``.
+        ignored: module-name glob patterns never pruned (the classifier never is).
+        max_layer_ratio: the largest fraction of channels any one layer loses, in ``(0, 1]``.
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> s = at.Strategy(importance="taylor", multipliers={"stage3": 1.2})
+        >>> wider = s.replace(pruning_ratio=0.4)
+        >>> wider.pruning_ratio, wider.multipliers
+        (0.4, {'stage3': 1.2})
+        >>> at.Strategy.from_json(wider.to_json()) == wider
+        True
+        >>> at.Strategy(pruning_ratio=1.5)
+        Traceback (most recent call last):
+        ...
+        agentic_toolkit.pruning.strategy.StrategyError: invalid strategy:
+        - pruning_ratio must be a number in [0, 1); got 1.5
     """
 
     importance: str = "magnitude_l2"
@@ -214,8 +240,22 @@ _PRESETS: dict[str, _Preset] = {}
 def register_strategy(name: str, strategy: Strategy, description: str = "", *, overwrite: bool = False) -> Strategy:
     """Register ``strategy`` as the named preset ``name`` (``strategy_preset(name)`` returns it).
 
-    A user preset registered again under the same name replaces the old one; a built-in
-    preset is replaced only with ``overwrite=True``. Returns the registered strategy.
+    Args:
+        name: the preset's name. A user preset registered again under the same name
+            replaces the old one.
+        strategy: the preset's fields.
+        description: one line for :func:`describe_strategies`.
+        overwrite: allow replacing a built-in preset.
+
+    Returns:
+        The registered strategy.
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> _ = at.register_strategy("taylor_half_cap", at.Strategy(importance="taylor", max_layer_ratio=0.5),
+        ...                          "Taylor importance; no layer loses more than half")
+        >>> at.strategy_preset("taylor_half_cap").max_layer_ratio
+        0.5
     """
     if not isinstance(name, str) or not name.strip() or name != name.strip():
         raise ToolkitError(f"a strategy preset name must be a non-empty string without outer spaces; got {name!r}")
@@ -229,10 +269,23 @@ def register_strategy(name: str, strategy: Strategy, description: str = "", *, o
 
 
 def strategy_preset(name: str, **overrides: Any) -> Strategy:
-    """A copy of the registered preset ``name``, with ``overrides`` (Strategy fields) applied.
+    """A copy of the registered preset ``name``, with ``overrides`` applied.
 
-    ``strategy_preset("isomorphic_taylor", pruning_ratio=0.4)``; unknown names and fields
-    raise :class:`StrategyError` listing what exists.
+    Args:
+        name: a name :func:`list_strategies` returns.
+        **overrides: :class:`Strategy` fields to change.
+
+    Returns:
+        A new :class:`Strategy`.
+
+    Raises:
+        StrategyError: an unknown name or field, listing what exists.
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> s = at.strategy_preset("isomorphic_taylor", pruning_ratio=0.4)
+        >>> s.importance, s.pruning_ratio, s.isomorphic
+        ('taylor', 0.4, True)
     """
     if name not in _PRESETS:
         raise StrategyError([f"unknown strategy preset {name!r}; registered: {', '.join(_PRESETS)}"])
@@ -242,12 +295,32 @@ def strategy_preset(name: str, **overrides: Any) -> Strategy:
 
 
 def list_strategies() -> list[str]:
-    """Names of the registered strategy presets (built-in ones first)."""
+    """Names of the registered strategy presets (built-in ones first).
+
+    Returns:
+        The names :func:`strategy_preset` accepts.
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> at.list_strategies()[:3]
+        ['isomorphic_magnitude', 'isomorphic_taylor', 'global_magnitude']
+    """
     return list(_PRESETS)
 
 
 def describe_strategies():
-    """The registered presets as a DataFrame: name, description and the defining fields."""
+    """The registered presets as a table.
+
+    Returns:
+        A DataFrame with ``name``, ``description``, ``importance``, ``isomorphic``,
+        ``global_pruning``, ``max_layer_ratio``, ``round_to`` and ``builtin``.
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> table = at.describe_strategies().set_index("name")
+        >>> table.loc["uniform_l1", "importance"]
+        'magnitude_l1'
+    """
     import pandas as pd
 
     rows = []

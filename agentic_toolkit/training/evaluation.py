@@ -111,10 +111,28 @@ def evaluate(
 ) -> dict[str, float]:
     """Top-1 / top-5 accuracy (percent) and mean cross-entropy of ``model`` on ``loader``.
 
-    Returns ``{"top1", "top5", "loss", "samples"}``. ``device`` defaults to the model's.
     Under ``torchrun`` with a sharded loader (see :mod:`agentic_toolkit.training.distributed`) the
     counts are summed over all ranks, so every rank returns the full-set numbers. The
     model's train/eval modes are restored afterwards.
+
+    Args:
+        model: a classifier.
+        loader: ``(images, labels)`` batches.
+        device: where to run; default: the model's.
+        amp: autocast as in :func:`~agentic_toolkit.finetune` (default off).
+        channels_last: run in NHWC.
+        max_batches: stop after this many batches.
+        progress: a progress bar.
+
+    Returns:
+        ``{"top1", "top5", "loss", "samples"}``.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+        >>> out = at.evaluate(at.create_model("cifar_resnet20"), [(images[:4], labels[:4]), (images[4:], labels[4:])])
+        >>> sorted(out), out["samples"], 0 <= out["top1"] <= out["top5"] <= 100
+        (['loss', 'samples', 'top1', 'top5'], 8, True)
     """
     model = _unwrap(model)
     dev = torch.device(device) if device is not None else model_device(model)
@@ -307,12 +325,28 @@ def proxy_accuracy(
 ) -> ProxyAccuracy:
     """A scorer ``f(model) -> top-1 %`` that ranks pruning candidates without fine-tuning.
 
-    The first ``bn_batches`` (default: ``batches``) batches of ``loader`` are used to
-    re-estimate BatchNorm statistics on a copy of each model (pruning shifts them, and the
-    stale statistics otherwise dominate the score); the next ``batches`` batches score it.
-    Batches are drawn once here, so every candidate sees exactly the same images. Use a
-    loader without augmentation, e.g. ``cifar10("train", augment=False)`` or a list from
-    :func:`agentic_toolkit.calibration_batches`.
+    BatchNorm statistics are re-estimated on a copy of each model (pruning shifts them, and
+    the stale statistics otherwise dominate the score). Batches are drawn once here, so every
+    candidate sees exactly the same images.
+
+    Args:
+        loader: ``(images, labels)`` batches without augmentation, e.g.
+            ``cifar10("val")`` or a list from :func:`agentic_toolkit.calibration_batches`.
+        batches: batches to score on (after the BatchNorm batches).
+        bn_recalibration: re-estimate BatchNorm statistics first.
+        bn_batches: the first batches, for BatchNorm; default: ``batches``.
+        device: where to score; default: each model's.
+
+    Returns:
+        A ``ProxyAccuracy``: call it on a model for its top-1 percent.
+
+    Example:
+        >>> import torch, agentic_toolkit as at
+        >>> data = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))) for _ in range(4)]
+        >>> score = at.proxy_accuracy(data, batches=2)  # BN on the first 2 batches, top-1 on the next 2
+        >>> model = at.create_model("cifar_resnet20")
+        >>> score.eval_images, 0 <= score(model) <= 100, score(model) == score(model)
+        (8, True, True)
     """
     if batches < 1:
         raise ToolkitError(f"batches must be >= 1, got {batches}")
@@ -337,11 +371,10 @@ def proxy_accuracy(
 
 
 #: The toolkit's default search evaluator: the cheapest proxy that ranks candidates like
-#: fine-tuning does (Spearman rho >= 0.8 at both 50% and 30% MACs of the adapted ResNet-56:
-#: 0.97 and 0.89 over 13 strategies, ``data/proxy_fidelity.csv``, notebook 07), i.e.
-#: BatchNorm re-estimated on ``bn_images`` and top-1 on ``eval_images`` held-out images.
-#: Its standard error is ~2 points: to tell close candidates apart, score more images
-#: (``eval_images=2048``) or re-rank the best few (:func:`agentic_toolkit.agents.rerank.rerank_candidates`).
+#: fine-tuning does (the proxy fidelity study in ``docs/results.md``), i.e. BatchNorm
+#: re-estimated on ``bn_images`` and top-1 on ``eval_images`` held-out images. To tell close
+#: candidates apart, score more images (``eval_images=2048``) or re-rank the best few
+#: (:func:`agentic_toolkit.agents.rerank.rerank_candidates`; see ``docs/agent_loop.md``).
 DEFAULT_PROXY = {"name": "bn_top1_512", "eval_images": 512, "bn_images": 512}
 
 
@@ -354,9 +387,27 @@ def default_evaluator(
 ) -> ProxyAccuracy:
     """The default proxy (:data:`DEFAULT_PROXY`) on held-out CIFAR-10 ``val`` images.
 
-    The ``val`` split is shuffled with ``seed`` (it is stored sorted by class), the first
-    ``bn_images`` re-estimate BatchNorm statistics and the next ``eval_images`` are scored.
-    Search candidates are never scored on the test split: ``split="test"`` is an error.
+    Args:
+        split: ``"val"`` (or ``"train"``); search candidates are never scored on the test
+            split, so ``"test"`` is an error.
+        eval_images: images scored.
+        bn_images: images that re-estimate BatchNorm statistics first.
+        seed: shuffles the split (it is stored sorted by class).
+        batch_size: images per batch.
+
+    Returns:
+        A ``ProxyAccuracy`` (see :func:`proxy_accuracy`).
+
+    Example:
+        >>> import agentic_toolkit as at
+        >>> # reads the offline CIFAR-10 archive (not part of the package):
+        >>> score = at.default_evaluator(eval_images=64, bn_images=64)  # doctest: +SKIP
+        >>> score.eval_images  # doctest: +SKIP
+        64
+        >>> at.default_evaluator(split="test")
+        Traceback (most recent call last):
+        ...
+        agentic_toolkit.errors.ToolkitError: search candidates are scored on held-out data, never on the test split; use 'val'
     """
     from ..data import cifar10
 

@@ -28,14 +28,28 @@ def _num(v: Any) -> int | float | None:
 class FinetuneResult:
     """Outcome of :func:`finetune`.
 
-    ``history`` has one row per epoch: ``epoch``, ``loss`` (mean training loss, including
-    the distillation term), ``train_top1``, ``val_top1``, ``val_top5``, ``val_loss`` (NaN
-    without a validation loader), ``lr`` (learning rate of the epoch's last step) and
-    ``seconds`` (wall time of the epoch, validation included). Accuracies are percent.
-    ``recipe`` is the :class:`Recipe` that ran (keywords applied).
-
     ``summary()`` (text), ``to_dict()`` (JSON-ready), ``to_frame()`` (the history) and
     ``plot()`` (loss and top-1 per epoch).
+
+    Attributes:
+        history: one row per epoch: ``epoch``, ``loss`` (mean training loss, including the
+            distillation term), ``train_top1``, ``val_top1``, ``val_top5``, ``val_loss`` (NaN
+            without a validation loader), ``lr`` (learning rate of the epoch's last step) and
+            ``seconds`` (wall time of the epoch, validation included). Accuracies are percent.
+        epochs: epochs in ``history`` (a resumed run included).
+        seconds: wall time of this call.
+        resumed_from: the checkpoint epoch a resumed run started from, else None.
+        checkpoint_dir: where checkpoints were written, or None.
+        model: the fine-tuned model (in eval mode).
+        recipe: the :class:`Recipe` that ran.
+
+    Example:
+        >>> import pandas as pd, agentic_toolkit as at
+        >>> history = pd.DataFrame([{"epoch": 1, "loss": 1.2, "train_top1": 60.0, "val_top1": 70.0,
+        ...                          "val_top5": 97.0, "val_loss": 0.9, "lr": 0.01, "seconds": 12.0}])
+        >>> res = at.FinetuneResult(history=history, epochs=1, seconds=12.0)
+        >>> res.best_val_top1, res.best_epoch, res.to_dict()["final"]["val_top1"]
+        (70.0, 1, 70.0)
     """
 
     history: pd.DataFrame
