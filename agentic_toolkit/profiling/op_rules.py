@@ -4,8 +4,7 @@ Every aten operator that reaches the counter gets a :class:`OpRule`: its *kind* 
 its cost is computed, or why it has none) and, for the hot operators, a *fast* shape
 function. The fast functions build the output tensors of a meta-device run directly,
 because several of torch's meta kernels (batch norm, layer norm, addmm, GELU, ...)
-are Python decompositions that cost about a millisecond per call; with them a
-ResNet-50 profile takes ~10 ms instead of ~80 ms. A fast function returns ``None``
+are Python decompositions, slow per call (timings: ``docs/counting.md``). A fast function returns ``None``
 whenever its input is outside the simple case it mirrors, and the real meta kernel
 runs instead; ``tests/test_profiling.py`` checks them against the meta kernels.
 """
@@ -201,7 +200,7 @@ def _dense(t: torch.Tensor) -> bool:
 
 
 def _like(x: torch.Tensor) -> torch.Tensor:
-    """``empty_like`` of a dense tensor (``torch.empty_like`` on meta is ~100x slower)."""
+    """``empty_like`` of a dense tensor (``torch.empty_like`` on meta is much slower)."""
     return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=_META)
 
 

@@ -15,7 +15,7 @@ Traps handled here (torch-pruning 1.6):
   every group is checked: the indices that all groups assign to a layer dimension must
   cover it exactly. Groups failing the check are reported and never pruned.
 - The group walk itself is torch-pruning's, guarded (:mod:`.traversal`): a group whose
-  index lists grow without bound (torchvision Swin/MaxViT: 23 GB) or whose mapping fails
+  index lists grow without bound (torchvision Swin/MaxViT) or whose mapping fails
   (ShuffleNetV2, torchvision Swin-S/B) is reported and never pruned; mappings are
   refreshed once, not once per group.
 - Grouping may take long (or forever): :func:`.model_utils.time_limit` bounds it in CPU
@@ -115,7 +115,7 @@ def build_graph(model: nn.Module, example_inputs, ignored_params: list[nn.Parame
     unfrozen for the trace and frozen again afterwards. The graph keeps the trace's
     ``grad_fn`` chain (torch-pruning reads sizes and dims from it) but never runs backward,
     so the activations autograd would save for it are replaced by shape placeholders
-    (otherwise they stay in memory as long as the plan: 0.8 GB for ViT-H/14).
+    (otherwise they stay in memory as long as the plan; sizes in ``docs/pruning.md``).
     """
     was_training = model.training
     hooks_before = {id(m): set(m._forward_hooks) for m in model.modules()}

@@ -9,8 +9,8 @@ pruning ratio by ``slowness ** gamma`` (``group:<layer>`` scopes); :func:`latenc
 lands each ``gamma`` of a small grid on the same MAC budget and keeps the one whose
 *predicted* latency is lowest (analytic: no model is timed). ``gamma = 0`` is the strategy as
 given, so the result is never predicted slower than it. When the table's layers timed alone
-add up to more than the whole model measured (seen for ResNet-50 at batch 16 on a 2-core CPU:
-498 vs 417 ms), the predicted gain is unreliable and a warning says so.
+add up to more than the whole model measured (an example in ``docs/pruning.md``), the
+predicted gain is unreliable and a warning says so.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ things go wrong on real models, and are handled here:
 - Around a reshape cycle (torchvision's Swin/MaxViT attention: ``F.linear`` on the
   module's weights, a relative-position table gathered, viewed and added to the scores)
   the walk multiplies its index lists by the flatten stride on every turn and never
-  stops: gigabytes within seconds (torchvision ``swin_t`` reached 23 GB). Our copy of the
+  stops: gigabytes within seconds (``docs/pruning.md``). Our copy of the
   walk (:func:`pruning_group`) stops a group whose index list outgrows any dimension of
   the model, or whose mapping fails, with :class:`GroupDiverged`.
 - torch-pruning refreshes every index mapping of the graph before *each* group; on large

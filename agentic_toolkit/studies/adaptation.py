@@ -1,7 +1,7 @@
 """Adapt a pretrained CIFAR ResNet to the JPEG CIFAR-10 set; the baselines of accuracy studies.
 
-The offline CIFAR ResNet weights were trained on the original (PNG) CIFAR-10 and lose about
-10 points on the re-encoded JPEG test set. A short fine-tune on the JPEG **train** split
+The offline CIFAR ResNet weights were trained on the original (PNG) CIFAR-10 and lose accuracy
+on the re-encoded JPEG test set (``docs/models.md``). A short fine-tune on the JPEG **train** split
 (45,000 images: the 5,000 ``val`` images are held out for selection) recovers it:
 :data:`RECIPE`, 3 epochs of SGD with a short warm-up and a cosine decay (one cycle). Writes,
 for ``MODEL`` = ``cifar_resnet56`` or ``cifar_resnet20``:
