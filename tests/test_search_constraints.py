@@ -76,6 +76,10 @@ def test_without_constraints_the_prompt_says_macs_only(r20):
     prompt = search.records[0]["prompt"]
     assert "none (MACs only)" in prompt and "latency_share" in prompt  # a given table is shown
     assert search.log.records[0]["constraints"] is None
+    blind = _search(r20, target="60%", max_revisions=1, latency_view=False)  # the ablation of the latency view
+    assert "latency_share" not in blind.scopes and blind.latency is not None
+    blind.step()
+    assert "latency_share" not in blind.records[0]["prompt"] and "no latency budget" in blind.records[0]["prompt"]
 
 
 def test_params_budget_search(r20):

@@ -253,7 +253,7 @@ def _to_strategy(alloc: dict[str, float], importance: str) -> Strategy:
 
 def seed_proposals_for(plan: PrunePlan, table: SensitivityTable, target_macs: int) -> list:
     """The two allocations as search proposals (proposer ``profiling``), for
-    :class:`~agentic_toolkit.AgenticSearch` ``(sensitivity=...)``: per MAC saved first, then
+    :class:`~agentic_toolkit.AgenticSearch` ``(start=SearchStart(sensitivity=...))``: per MAC saved first, then
     the threshold allocation (left out when it is the same strategy: a repeated proposal would
     end the search)."""
     from .analysis import Proposal
