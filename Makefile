@@ -13,7 +13,7 @@ CHROMIUM ?= /usr/bin/chromium
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --progress-bar off -e ".[dev]"
+	$(PY) -m pip install --progress-bar off -e ".[dev,cluster]"
 	@touch $(STAMP)
 
 install: $(STAMP)

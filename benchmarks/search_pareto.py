@@ -19,7 +19,9 @@ notebook 05's recipe (KD from the unpruned model, 20,000 seeded training images,
 for each seed, and top-1 is measured on the JPEG CIFAR-10 **test** set (final report only).
 
 Every search and every cell is one line in a resumable store (``runs/search_pareto``): an
-interrupted study resumes, searches are reused across seeds.
+interrupted study resumes, searches are reused across seeds. ``--workers N`` runs the tasks on
+a local Ray with N CPUs, ``--address auto|ray://HOST:PORT`` on a Ray cluster
+(:mod:`agentic_toolkit.parallel`); without them they run one after the other in this process.
 
     python benchmarks/search_pareto.py --workers 2             # -> data/search_pareto.csv
     python benchmarks/search_pareto.py --report-only --update-readme   # the CSV and README table from the store
@@ -29,18 +31,23 @@ interrupted study resumes, searches are reused across seeds.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 
 import pandas as pd
 import torch
 
 import agentic_toolkit as at
 from agentic_toolkit.agents.sensitivity import measure_sensitivity, sensitivity_search
+from agentic_toolkit.parallel import (
+    ResultStore,
+    Task,
+    add_executor_arguments,
+    executor_from_args,
+    run_tasks,
+)
 from agentic_toolkit.paths import PROJECT_ROOT
 from agentic_toolkit.studies.at_budget import kd_finetune
 from agentic_toolkit.studies.machine import annotate, output_dir, write_table
@@ -52,7 +59,6 @@ from agentic_toolkit.studies.search_pareto import (
     summary,
     update_readme,
 )
-from agentic_toolkit.studies.taskqueue import ResultStore, Task, run_tasks
 
 MODELS = ("resnet20", "resnet56")
 BUDGETS = (0.5, 0.3)
@@ -88,43 +94,51 @@ class Config:
 
 
 # ---------------------------------------------------------------------------- shared state
-@cache
-def teacher(model: str) -> torch.nn.Module:
-    return at.create_model(f"cifar_{model}", pretrained=PROJECT_ROOT / "data" / f"cifar_{model}_adapted.safetensors")
+class Shared:
+    """What the tasks share, built once per process on first use: each model's teacher, the
+    study's proxy, the calibration batches (an instance travels with each task to a Ray worker)."""
+
+    def __init__(self) -> None:
+        self._built: dict = {}
+
+    def _once(self, key, build):
+        if key not in self._built:
+            self._built[key] = build()
+        return self._built[key]
+
+    def teacher(self, model: str) -> torch.nn.Module:
+        path = PROJECT_ROOT / "data" / f"cifar_{model}_adapted.safetensors"
+        return self._once(("teacher", model), lambda: at.create_model(f"cifar_{model}", pretrained=path))
+
+    def evaluator(self, eval_images: int, bn_images: int):
+        """The study's proxy on held-out val (one object: its ``calls`` count proxy evaluations)."""
+        return self._once(("evaluator", eval_images, bn_images),
+                          lambda: at.default_evaluator(eval_images=eval_images, bn_images=bn_images))
+
+    def calibration(self):
+        return self._once("calibration", lambda: at.calibration_batches("cifar10", n_batches=4, batch_size=64))
+
+    def fresh_plan(self, model: str):
+        """A new plan: every searcher pays for its own (charged from scratch)."""
+        return at.get_plan(self.teacher(model), example(), self.calibration())
+
+    def target(self, model: str, budget: float) -> int:
+        return int(budget * at.profile_macs(self.teacher(model), example_inputs=example()).total_macs)
 
 
 def example() -> torch.Tensor:
     return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-@cache
-def evaluator(eval_images: int, bn_images: int):
-    """The study's proxy on held-out val (one object: its ``calls`` count proxy evaluations)."""
-    return at.default_evaluator(eval_images=eval_images, bn_images=bn_images)
-
-
-@cache
-def calibration():
-    return at.calibration_batches("cifar10", n_batches=4, batch_size=64)
-
-
-def fresh_plan(model: str):
-    """A new plan: every searcher pays for its own (charged from scratch)."""
-    return at.get_plan(teacher(model), example(), calibration())
-
-
-def target(model: str, budget: float) -> int:
-    return int(budget * at.profile_macs(teacher(model), example_inputs=example()).total_macs)
-
-
 # ---------------------------------------------------------------------------- searches
-def run_search(cfg: Config, model: str, budget: float, searcher: str, store: ResultStore) -> dict:
+def run_search(cfg: Config, sh: Shared, model: str, budget: float, searcher: str, store: ResultStore) -> dict:
     """One searcher from scratch: ``{"strategy", "search_seconds", "proxy_evals", ...}``."""
-    ev = evaluator(cfg.eval_images, cfg.bn_images)
+    ev = sh.evaluator(cfg.eval_images, cfg.bn_images)
+    teacher = sh.teacher
     calls0 = ev.calls
     t0 = time.perf_counter()
-    plan = fresh_plan(model)
-    goal = target(model, budget)
+    plan = sh.fresh_plan(model)
+    goal = sh.target(model, budget)
     extra: dict = {}
     if searcher == "uniform_l1":
         fit = at.fit_to_budget(teacher(model), at.strategy_preset("uniform_l1"), goal, example(), plan=plan)
@@ -172,7 +186,9 @@ def cell_key(model: str, budget: float, searcher: str, seed: int) -> str:
     return f"cell/{model}/{budget:g}/{searcher}/seed{seed}"
 
 
-def run_cell(cfg: Config, model: str, budget: float, searcher: str, seed: int, store: ResultStore) -> dict:
+def run_cell(cfg: Config, sh: Shared, model: str, budget: float, searcher: str, seed: int,
+             store: ResultStore) -> dict:
+    teacher = sh.teacher
     rec = store.get(search_key(model, budget, searcher))
     fit = at.fit_to_budget(teacher(model), at.Strategy.from_dict(rec["strategy"]), rec["target_macs"], example())
     pruned = fit.prune()
@@ -183,19 +199,20 @@ def run_cell(cfg: Config, model: str, budget: float, searcher: str, seed: int, s
 
 
 # ---------------------------------------------------------------------------- the study
-def tasks(cfg: Config) -> list[Task]:
-    """Searches of each model first, then its cells seed-major."""
-    out = []
+def tasks(cfg: Config, gpus: float = 0.0) -> list[Task]:
+    """Searches of each model first, then its cells seed-major (each asks for ``gpus``)."""
+    sh, out = Shared(), []
     for m in cfg.models:
         for b in cfg.budgets:
             for s in cfg.searchers:
                 deps = (search_key(m, b, "default"),) if s in SAMPLED else ()
-                out.append(Task(search_key(m, b, s), partial(run_search, cfg, m, b, s), deps=deps))
+                out.append(Task(search_key(m, b, s), partial(run_search, cfg, sh, m, b, s), deps=deps,
+                                num_gpus=gpus))
         for seed in cfg.seeds:
             for b in cfg.budgets:
                 for s in cfg.searchers:
-                    out.append(Task(cell_key(m, b, s, seed), partial(run_cell, cfg, m, b, s, seed),
-                                    deps=(search_key(m, b, s),)))
+                    out.append(Task(cell_key(m, b, s, seed), partial(run_cell, cfg, sh, m, b, s, seed),
+                                    deps=(search_key(m, b, s),), num_gpus=gpus))
     return out
 
 
@@ -221,7 +238,6 @@ def report(store: ResultStore, cfg: Config) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--workers", type=int, default=1, help="worker processes (1 torch thread each)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     ap.add_argument("--searchers", default=",".join(SEARCHERS))
@@ -232,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="the CSV (default data/search_pareto.csv, data/smoke/ with --smoke)")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--update-readme", action="store_true", help="rewrite the README's headline table")
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_executor_arguments(ap)
     args = ap.parse_args(argv)
     cfg = Config.smoke() if args.smoke else Config(
         models=tuple(args.models.split(",")), budgets=tuple(float(b) for b in args.budgets.split(",")),
@@ -242,14 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     store = ResultStore(args.store or f"{ROOT}{'_smoke' if args.smoke else ''}", cfg.settings(),
                         scope=lambda key: ("proxy",) if key.startswith("search/") else None)
     if not args.report_only:
-        extra = [subprocess.Popen([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--worker"],
-                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
-                 for _ in range(max(0, args.workers - 1))] if not args.worker else []
-        run_tasks(tasks(cfg), store)
-        for p in extra:
-            p.wait()
-        if args.worker:
-            return 0
+        run_tasks(tasks(cfg, args.gpus_per_task), store, executor=executor_from_args(args))
     store.refresh()
     df = report(store, cfg)
     write_table(df, args.out or output_dir(smoke=args.smoke) / "search_pareto.csv")

@@ -1,9 +1,6 @@
-"""Per-group scopes, the sensitivity baseline, the resumable task queue and the fidelity table."""
+"""Per-group scopes, the sensitivity baseline, the resumable task store and the fidelity table."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -12,9 +9,9 @@ import pytest
 import agentic_toolkit as at
 from agentic_toolkit.agents.sensitivity import measure_sensitivity, sensitivity_search
 from agentic_toolkit.errors import ToolkitError
+from agentic_toolkit.parallel import ResultStore, Task, run_tasks
 from agentic_toolkit.pruning.strategy import StrategyError
 from agentic_toolkit.studies import proxy_fidelity as P
-from agentic_toolkit.studies.taskqueue import ResultStore, Task, run_tasks
 
 
 def test_group_scope_multiplies_one_group_only(r20):
@@ -68,11 +65,11 @@ def test_task_queue_respects_deps_and_resumes(tmp_path):
 
     store = ResultStore(tmp_path, {"v": 1})
     with pytest.raises(RuntimeError):
-        run_tasks([Task("a", _ok(1)), Task("c", boom), Task("b", needs_a, deps=("a",))], store, poll_s=0.01)
-    assert "a" in store and "b" not in store  # finished work is kept, the claim released
+        run_tasks([Task("a", _ok(1)), Task("c", boom), Task("b", needs_a, deps=("a",))], store, log=print)
+    assert "a" in store and "b" not in store  # finished work is kept
     again = ResultStore(tmp_path, {"v": 1})
     assert again.get("a") == {"value": 1, "task_seconds": pytest.approx(0, abs=1)}
-    ran = run_tasks([Task("a", _ok(99)), Task("c", _ok(3)), Task("b", needs_a, deps=("a",))], again, poll_s=0.01)
+    ran = run_tasks([Task("a", _ok(99)), Task("c", _ok(3)), Task("b", needs_a, deps=("a",))], again, log=print)
     assert ran == 2 and again.get("b")["value"] == 2 and again.get("a")["value"] == 1
     assert ResultStore(tmp_path, {"v": 2}).records == {}  # other settings: nothing reused
 
@@ -85,24 +82,13 @@ def test_searches_survive_a_longer_fine_tune(tmp_path):
     short = A.Config()
     store = ResultStore(tmp_path, short.settings(), scope=A.record_scope)
     run_tasks([Task("sensitivity", _ok(1)), Task(A.search_key("agent", 0.5), _ok(2)),
-               Task(A.cell_key(0.5, "agent", 0), _ok(3))], store, poll_s=0.01)
+               Task(A.cell_key(0.5, "agent", 0), _ok(3))], store, log=print)
     longer = dataclasses.replace(short, train_images=45_000)
     again = ResultStore(tmp_path, longer.settings(), scope=A.record_scope)
     assert set(again.records) == {"sensitivity", "search/agent/0.5"}  # the cell is fine-tuned again
     other_proxy = dataclasses.replace(short, eval_images=512)
     assert ResultStore(tmp_path, other_proxy.settings(), scope=A.record_scope).records == {}
     assert set(ResultStore(tmp_path, short.settings(), scope=A.record_scope).records) == set(store.records)
-
-
-def test_task_queue_takes_over_a_dead_workers_claim(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    import socket
-
-    (tmp_path / "claims").mkdir(parents=True)
-    (tmp_path / "claims" / "cell__x").write_text(f"{socket.gethostname()}:{int(dead.stdout)}")
-    store = ResultStore(tmp_path, {})
-    assert run_tasks([Task("cell/x", _ok(5))], store, poll_s=0.01) == 1
-    assert not (tmp_path / "claims" / "cell__x").exists()
 
 
 def test_fidelity_table_and_default_proxy():

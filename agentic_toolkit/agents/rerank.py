@@ -18,6 +18,8 @@ import pandas as pd
 import torch.nn as nn
 
 from ..errors import ToolkitError
+from ..parallel import Executor, worker_pool
+from ..parallel.pool import LocalPool
 from ..pruning.strategy import Strategy
 from .candidates import rebuild_candidate
 
@@ -43,8 +45,15 @@ class RerankResult:
         return self.frame
 
 
-def rerank_candidates(search, evaluator: Callable[[nn.Module], float], top: int = 3) -> RerankResult:
-    """Score the ``top`` best distinct in-band candidates of ``search`` with ``evaluator``."""
+def rerank_candidates(search, evaluator: Callable[[nn.Module], float], top: int = 3,
+                      executor: Executor = None) -> RerankResult:
+    """Score the ``top`` best distinct in-band candidates of ``search`` with ``evaluator``.
+
+    ``executor``: None (one after the other here), ``"ray"`` or a
+    :class:`~agentic_toolkit.parallel.RayExecutor`: the candidates are rebuilt here and scored
+    on Ray workers, each holding one copy of ``evaluator`` (e.g. a KD proxy with its teacher
+    and images); each candidate model travels to the worker that scores it.
+    """
     if top < 1:
         raise ToolkitError(f"top must be >= 1, got {top}")
     scored = [r for r in search.records if r.get("type", "revision") == "revision" and r.get("in_band")
@@ -53,8 +62,18 @@ def rerank_candidates(search, evaluator: Callable[[nn.Module], float], top: int 
         raise ToolkitError("the search has no scored in-band candidate to re-rank")
     best = sorted(scored, key=lambda r: (-r["score"], r["revision"]))[:top]
     t0 = time.perf_counter()
-    rows = [{"revision": r["revision"], "score": r["score"], "rerank": float(evaluator(rebuild_candidate(search, r))),
-             "strategy": r["strategy"]} for r in best]
+    with worker_pool(evaluator, executor) as pool:
+        if isinstance(pool, LocalPool):  # rebuild each candidate just before it is scored
+            scores = [_score(evaluator, rebuild_candidate(search, r)) for r in best]
+        else:
+            scores = pool.map(_score, [rebuild_candidate(search, r) for r in best])
+    rows = [{"revision": r["revision"], "score": r["score"], "rerank": s, "strategy": r["strategy"]}
+            for r, s in zip(best, scores, strict=True)]
     win = max(rows, key=lambda r: (r["rerank"], r["score"]))
     frame = pd.DataFrame(rows)[["revision", "score", "rerank", "strategy"]]
     return RerankResult(Strategy.from_dict(win["strategy"]), int(win["revision"]), frame, time.perf_counter() - t0)
+
+
+def _score(evaluator: Callable[[nn.Module], float], model: nn.Module) -> float:
+    """``evaluator(model)`` as a float (here or in a worker holding ``evaluator``)."""
+    return float(evaluator(model))

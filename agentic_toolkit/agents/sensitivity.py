@@ -26,6 +26,7 @@ import pandas as pd
 import torch.nn as nn
 
 from ..errors import ToolkitError
+from ..parallel import Executor, resolve_executor, worker_pool
 from ..pruning.apply import get_plan
 from ..pruning.budget import BudgetFit, fit_to_budget
 from ..pruning.plan import PrunePlan
@@ -115,6 +116,7 @@ def measure_sensitivity(
     calibration=None,
     progress: bool = True,
     adaptive: bool = False,
+    executor: Executor = None,
 ) -> SensitivityTable:
     """Score ``model`` with each prunable group alone pruned by each share in ``fractions``.
 
@@ -128,6 +130,11 @@ def measure_sensitivity(
             for the groups more sensitive than the median and the shares above it for the rest
             (about two probes per group instead of three: a sensitive group needs resolution
             below, an insensitive one the larger cuts).
+        executor: None (the probes one after the other here), ``"ray"`` or a
+            :class:`~agentic_toolkit.parallel.RayExecutor`: the probes fanned out to Ray
+            workers, each holding one copy of the plan (with the model) and the evaluator
+            (with its images). The table is the same as the sequential one (an evaluator
+            with a ``calls`` count is credited with the workers' calls).
 
     Returns:
         A :class:`SensitivityTable` (one row per measured group and share).
@@ -138,40 +145,54 @@ def measure_sensitivity(
     t0 = time.perf_counter()
     p = get_plan(model, example_inputs, calibration, plan)
     groups = p.group_scopes()
-    probe = _Probe(p, evaluator, Strategy(importance=importance, isomorphic=False, global_pruning=False))
-    if adaptive and len(fractions) > 1:
-        mid = fractions[len(fractions) // 2]
-        jobs = [(k, mid) for k in groups]
-        bar = _bar(len(groups) * (1 + (len(fractions) - 1) // 2), progress)
-        first = [probe.row(k, groups[k], f, bar) for k, f in jobs]
-        median = float(np.median([r["drop"] for r in first]))
-        rest = [(r["group"], f) for r in first
-                for f in (fractions[: len(fractions) // 2] if r["drop"] > median else fractions[len(fractions) // 2 + 1:])]
-        rows = first + [probe.row(k, groups[k], f, bar) for k, f in rest]
-    else:
-        bar = _bar(len(groups) * len(fractions), progress)
-        rows = [probe.row(k, g, f, bar) for k, g in groups.items() for f in fractions]
+    strategy = Strategy(importance=importance, isomorphic=False, global_pruning=False)
+    base = float(evaluator(p.source))
+    remote = resolve_executor(executor) is not None
+    if remote:
+        p.importance(importance)  # scored here: an unpickled plan reuses the scores, it cannot rescore
+    with worker_pool((p, evaluator, strategy), executor) as pool:
+
+        def measure(jobs: list[tuple[str, float]]) -> list[dict[str, Any]]:
+            items = [(groups[k].index, _cut_units(groups[k].units, f), f) for k, f in jobs]
+            scores = pool.map(_probe_score, items, on_result=lambda _: bar.update(1))
+            if remote and isinstance(getattr(evaluator, "calls", None), int):
+                evaluator.calls += sum(n > 0 for _, n, _ in items)  # the workers' calls, as if made here
+            return [{"group": k, "units": groups[k].units, "fraction": f, "score": base if s is None else s,
+                     "drop": base - (base if s is None else s)} for (k, f), s in zip(jobs, scores, strict=True)]
+
+        if adaptive and len(fractions) > 1:
+            mid = fractions[len(fractions) // 2]
+            bar = _bar(len(groups) * (1 + (len(fractions) - 1) // 2), progress)
+            first = measure([(k, mid) for k in groups])
+            median = float(np.median([r["drop"] for r in first]))
+            rest = [(r["group"], f) for r in first
+                    for f in (fractions[: len(fractions) // 2] if r["drop"] > median else fractions[len(fractions) // 2 + 1:])]
+            rows = first + measure(rest)
+        else:
+            bar = _bar(len(groups) * len(fractions), progress)
+            rows = measure([(k, f) for k in groups for f in fractions])
     bar.close()
     order = {k: i for i, k in enumerate(groups)}
     rows.sort(key=lambda r: (order[r["group"]], r["fraction"]))
-    return SensitivityTable(pd.DataFrame(rows), probe.base, importance, time.perf_counter() - t0)
+    return SensitivityTable(pd.DataFrame(rows), base, importance, time.perf_counter() - t0)
 
 
-class _Probe:
-    """Scores the model with one group cut by one share (the unpruned score once, first)."""
+def _cut_units(units: int, share: float) -> int:
+    """Channels (units) a probe removes from a group of ``units`` at ``share`` (never all)."""
+    return min(int(round(share * units)), units - 1)
 
-    def __init__(self, plan: PrunePlan, evaluator: Callable[[nn.Module], float], strategy: Strategy):
-        self.plan, self.evaluator, self.strategy = plan, evaluator, strategy
-        self.base = float(evaluator(plan.source))
 
-    def row(self, key: str, group, share: float, bar) -> dict[str, Any]:
-        n = min(int(round(share * group.units)), group.units - 1)
-        score = self.base
-        if n > 0:
-            pruned, _ = self.plan.apply(Selection(share, removed_units={group.index: n}), self.strategy)
-            score = float(self.evaluator(pruned))
-        bar.update(1)
-        return {"group": key, "units": group.units, "fraction": share, "score": score, "drop": self.base - score}
+def _probe_score(shared: tuple[PrunePlan, Callable[[nn.Module], float], Strategy],
+                 item: tuple[int, int, float]) -> float | None:
+    """The score of the plan's model with group ``index`` cut by ``n`` units at ``share``
+    (``item``; None when nothing is cut: the unpruned score). Runs in this process or in a
+    worker holding ``shared``."""
+    plan, evaluator, strategy = shared
+    index, n, share = item
+    if n <= 0:
+        return None
+    pruned, _ = plan.apply(Selection(share, removed_units={index: n}), strategy)
+    return float(evaluator(pruned))
 
 
 def sensitivity_search(

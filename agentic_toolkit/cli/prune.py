@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--input-size", default=None, help="C,H,W or a square side (default: the model's; 3,32,32 for CIFAR models)"
     )
     parser.add_argument("--pretrained", default=None, metavar="PATH", help="local checkpoint (CIFAR models: 'true')")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classifier size (default: the architecture's; saved with --out)")
     parser.add_argument("--tolerance", default="1,5", help="accepted band: UP,DOWN in percent (default 1,5)")
     parser.add_argument(
         "--counter", default="macs", choices=("macs", "torch_pruning"),
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     if args.round_to is not None:
         strategy = strategy.replace(round_to=_round_to(args.round_to))
     pretrained = {"true": True, None: False}.get(args.pretrained, args.pretrained)
-    model = create_model(args.model, pretrained=pretrained)
+    model = create_model(args.model, pretrained=pretrained, num_classes=args.num_classes)
     x = torch.randn(_input_shape(model, args.input_size), generator=torch.Generator().manual_seed(0))
     calibration = None
     needs_gradients = get_importance(strategy.importance).needs_gradients

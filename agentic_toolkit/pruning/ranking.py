@@ -63,6 +63,18 @@ class RankingMixin:
             self._importance[method] = (criterion, scores, notes)
         return self._importance[method][1:]
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled (e.g. in a Ray worker), a plan keeps the importance scores computed before:
+        each is tied again to the criterion registered here under the same name and settings
+        (torch-pruning's groups cannot score again after unpickling: compute the scores first,
+        ``plan.importance(name)``; a user criterion must be registered in the worker too)."""
+        self.__dict__.update(state)
+        for cache in (state.get("_importance", {}), state.get("_scopes_cache", {})):
+            for key, (crit, *rest) in list(cache.items()):
+                here = _registered(crit.name)
+                if here is not None and _criterion_settings(here) == _criterion_settings(crit):
+                    cache[key] = (here, *rest)
+
     def forget_gradient_scores(self) -> None:
         """Drop the cached scores of criteria that need gradients (new calibration data)."""
         for name, (criterion, *_) in list(self._importance.items()):
@@ -208,3 +220,16 @@ class RankingMixin:
         if counter == "macs":
             return self.mac_model.predict(self.widths(sel))
         return self.mac_model_for(counter).predict(self.widths(sel), self.kept_heads(sel))
+
+
+def _registered(name: str):
+    """The criterion registered under ``name`` in this process, or None."""
+    try:
+        return get_importance(name)
+    except ToolkitError:
+        return None
+
+
+def _criterion_settings(c) -> tuple:
+    """What must agree for scores of one process's criterion to stand for another's."""
+    return (c.name, c.needs_gradients, c.normalizer, c.fallback, c.builtin)

@@ -37,8 +37,8 @@ picks the images, their order and augmentation; the pruning is deterministic), a
 measured on the JPEG CIFAR-10 **test** set, for the final report only.
 
 Every search and every (budget, strategy, seed) cell is a task of
-:mod:`.taskqueue`: one JSON line when done, so the study resumes and can grow, and several
-worker processes share the work (``--workers 2`` on 2 cores).
+:mod:`agentic_toolkit.parallel`: one JSON line when done, so the study resumes and can grow, and
+Ray workers share the work (``--workers 2``: a local Ray on 2 cores; ``--address``: a cluster).
 
     python scripts/accuracy_at_budget.py --workers 2     # full study -> data/05_accuracy_at_budget*.csv
     python scripts/accuracy_at_budget.py --quick         # minutes -> data/smoke/
@@ -65,6 +65,7 @@ from ..agents.sensitivity import (
 )
 from ..data import calibration_batches, cifar10
 from ..hashing import sha256_file
+from ..parallel import ResultStore, Task
 from ..paths import PROJECT_ROOT
 from ..pruning.apply import get_plan
 from ..pruning.budget import fit_to_budget
@@ -74,7 +75,6 @@ from ..training.finetune import finetune
 from ..training.recipe import Recipe
 from .adaptation import ADAPTED_WEIGHTS
 from .kd import load_teacher
-from .taskqueue import ResultStore, Task
 
 INPUT = (1, 3, 32, 32)
 BASELINES = ("uniform_l1", "global_magnitude", "isomorphic_taylor")

@@ -1,6 +1,6 @@
 """Run and report the accuracy-at-budget and proxy-fidelity studies (one shared task store).
 
-    python scripts/accuracy_at_budget.py --workers 2            # both studies, 2 processes
+    python scripts/accuracy_at_budget.py --workers 2            # both studies, a local Ray with 2 CPUs
     python scripts/accuracy_at_budget.py --quick                # smoke: minutes, data/smoke/
     python scripts/accuracy_at_budget.py --report-only          # tables from what is finished
     python scripts/accuracy_at_budget.py --workers 2 --studies accuracy --train-images 45000 \
@@ -8,6 +8,7 @@
 
 Searches and sensitivity tables are keyed by the proxy's settings only (``at_budget.record_scope``),
 so a run with another ``--train-images`` fine-tunes every cell again but reuses them.
+``--address auto|ray://HOST:PORT`` runs the tasks on a Ray cluster (:mod:`agentic_toolkit.parallel`).
 
 Writes ``data/05_accuracy_at_budget.csv`` (one row per budget, strategy, seed),
 ``data/05_accuracy_at_budget_summary.csv`` (mean, std, paired difference to the agent, search
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,10 +29,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..parallel import ResultStore, add_executor_arguments, estimate, executor_from_args, run_tasks
 from . import at_budget as A
 from . import proxy_fidelity as P
 from .machine import annotate, machine_line, output_dir, write_table
-from .taskqueue import ResultStore, estimate, run_tasks
 
 AGENTS = tuple(n for n in A.STRATEGIES if n.startswith("agent"))
 #: The agent the README reports as the toolkit's (fixed before its test numbers existed).
@@ -179,7 +178,6 @@ def write_reports(store: ResultStore, cfg: A.Config, out_dir: Path, accuracy: bo
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke configuration (minutes) -> data/smoke/")
-    ap.add_argument("--workers", type=int, default=1, help="worker processes (1 torch thread each)")
     ap.add_argument("--studies", default="accuracy,fidelity", help="accuracy and/or fidelity (comma-separated)")
     ap.add_argument("--train-images", type=int, default=None, help="fine-tuning images per cell")
     ap.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2)")
@@ -189,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=None)
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--update-readme", action="store_true", help="rewrite the result table in docs/results.md")
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_executor_arguments(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = A.Config.quick() if args.quick else A.Config()
@@ -214,20 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     store = ResultStore(root, cfg.settings(), scope=A.record_scope)  # searches survive recipe changes
     ctx = A.Context(cfg, fixed=P.EXTRAS)
     tasks = all_tasks(ctx, accuracy, fidelity)
-    if not args.worker and not args.report_only:
+    if args.gpus_per_task:
+        tasks = [dataclasses.replace(t, num_gpus=args.gpus_per_task) for t in tasks]
+    if not args.report_only:
         left = sum(t.key not in store for t in tasks)
         print(f"{left}/{len(tasks)} tasks left; estimated {estimate(tasks, store, args.workers) / 60:.0f} min "
               f"with {args.workers} worker(s) ({machine_line(1)})", flush=True)
     if not args.report_only:
-        extra = [subprocess.Popen([sys.executable, "-m", __name__, *(argv or sys.argv[1:]), "--worker"],
-                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
-                 for _ in range(max(0, args.workers - 1))] if not args.worker else []
         t0 = time.perf_counter()
-        run_tasks(tasks, store)
-        for p in extra:
-            p.wait()
-        if args.worker:
-            return 0
+        run_tasks(tasks, store, executor=executor_from_args(args))
         print(f"finished in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     out_dir = args.out_dir or output_dir(args.quick)
     for line in write_reports(store, cfg, out_dir, accuracy, fidelity, update=args.update_readme and not args.quick):

@@ -32,6 +32,7 @@ import torch
 
 from ..data import cifar10
 from ..models import create_model
+from ..parallel import read_records
 from ..paths import PROJECT_ROOT
 from ..pruning.budget import fit_to_budget
 from ..pruning.strategy import Strategy
@@ -40,7 +41,6 @@ from ..training.finetune import finetune
 from ..training.recipe import Recipe
 from .adaptation import ADAPTED_WEIGHTS
 from .machine import StudyResult, machine_info, output_dir
-from .taskqueue import read_records
 
 ARMS = ("ce", "kd")
 INPUT = (1, 3, 32, 32)

@@ -8,7 +8,7 @@ table measured on this CPU in NHWC at batch 1, three fits land on the same MACs:
 model (NHWC, interleaved) and fine-tuned with the accuracy-at-budget recipe
 (:data:`~.at_budget.Config`: KD, ``train_images`` per seed), then top-1 on the JPEG test set.
 One JSON line per finished (variant, seed) in the task store ``cache`` (a directory,
-:class:`~.taskqueue.ResultStore`; a re-run with the same settings skips it).
+:class:`~agentic_toolkit.parallel.ResultStore`; a re-run with the same settings skips it).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 from ..benchmarking import benchmark
 from ..benchmarking.latency import torch_threads
 from ..data import cifar10
+from ..parallel import ResultStore
 from ..paths import PROJECT_ROOT
 from ..pruning import Strategy, fit_to_budget
 from ..pruning.latency_shape import latency_shaped_fit
@@ -30,7 +31,6 @@ from ..training.evaluation import evaluate
 from .at_budget import Config, kd_finetune
 from .latency_agent import teacher_latency_setup
 from .machine import StudyResult, annotate
-from .taskqueue import ResultStore
 
 VARIANTS = ("none", "auto", "auto+shape")
 CACHE = PROJECT_ROOT / "runs" / "latency_shape_accuracy"

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import cifar10
+from ..parallel import ResultStore, Task
 from ..pruning.strategy import Strategy
 from ..training.evaluation import evaluate
 from ..training.kd_proxy import KDProxy
@@ -43,7 +44,6 @@ from .at_budget import (
     search_key,
     search_tasks,
 )
-from .taskqueue import ResultStore, Task
 
 #: Fixed strategies besides the accuracy study's baselines (whose cells are shared with it).
 EXTRAS = {
