@@ -8,6 +8,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 
 import agentic_toolkit as at
 from agentic_toolkit.agents.sensitivity import measure_sensitivity
@@ -157,3 +158,17 @@ def test_rerank_on_ray_workers_equals_the_sequential_one(r20_calibrated, ray_loc
     pd.testing.assert_frame_equal(par.frame, seq.frame, check_exact=True)
     assert par.revision == seq.revision
 
+
+
+def test_an_unpickled_plan_keeps_its_scores_and_refuses_to_rescore(r20):
+    cloudpickle = pytest.importorskip("ray.cloudpickle")
+    model, x, plan = r20
+    scores, _ = plan.importance("magnitude_l2")
+    copy = cloudpickle.loads(cloudpickle.dumps(plan))  # as a Ray worker receives it
+    theirs, _ = copy.importance("magnitude_l2")
+    assert all(bool((theirs[i][0] == scores[i][0]).all()) for i in scores)
+    st = at.Strategy(importance="magnitude_l2", pruning_ratio=0.3)
+    mine, theirs = plan.apply(plan.select(st), st)[0], copy.apply(copy.select(st), st)[0]
+    assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True))
+    with pytest.raises(ToolkitError, match="unpickled"):
+        copy.importance("lamp")

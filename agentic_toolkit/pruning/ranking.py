@@ -56,6 +56,12 @@ class RankingMixin:
         criterion = get_importance(method)
         cached = self._importance.get(method)
         if cached is None or cached[0] is not criterion:
+            if getattr(self, "_unpickled", False):
+                raise ToolkitError(
+                    f"this plan was unpickled (e.g. sent to a Ray worker) without {method!r} importance "
+                    f"scores, and an unpickled plan cannot score: call plan.importance({method!r}) "
+                    "before sending it"
+                )
             tp_groups = {g.index: self._tp_groups[g.index] for g in self.groups if g.prunable}
             scores, notes = compute_importance(
                 self.source, self.groups, tp_groups, method, self.example_inputs, self.calibration
@@ -66,9 +72,11 @@ class RankingMixin:
     def __setstate__(self, state: dict) -> None:
         """Unpickled (e.g. in a Ray worker), a plan keeps the importance scores computed before:
         each is tied again to the criterion registered here under the same name and settings
-        (torch-pruning's groups cannot score again after unpickling: compute the scores first,
-        ``plan.importance(name)``; a user criterion must be registered in the worker too)."""
+        (torch-pruning's groups cannot score again after unpickling, so a missing score is an
+        error: compute the scores first, ``plan.importance(name)``; a user criterion must be
+        registered in the worker too)."""
         self.__dict__.update(state)
+        self._unpickled = True
         for cache in (state.get("_importance", {}), state.get("_scopes_cache", {})):
             for key, (crit, *rest) in list(cache.items()):
                 here = _registered(crit.name)
