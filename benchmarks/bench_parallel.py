@@ -6,11 +6,13 @@
     2 torch threads, then on 2 Ray workers of 1 thread each (``executor=RayExecutor(workers=2)``:
     the plan and the proxy's images travel once per worker). ``speedup`` = the first's seconds
     over the second's; ``same_table`` says whether the two tables are equal (they must be).
-(b) Ray's overhead on a tiny study: ``--tasks`` tasks (each prunes the ResNet-20 to a share
-    of its MACs and scores it with the proxy) run one after the other in this process, then as
-    Ray tasks that each ask for the whole local Ray (2 CPUs: one at a time, 2 threads, like the
-    sequential run), so the difference is Ray's: scheduling, worker start-up, moving records.
-    ``overhead_pct`` = (Ray seconds - sequential seconds) / sequential seconds.
+(b) Ray's overhead on a tiny study: the tasks of ``benchmarks/search_pareto.py --smoke`` (3
+    searches of the ResNet-20 at 50 % of its MACs and their fine-tuning cells; ``--smoke`` here:
+    ``--tasks`` trivial ones) run one after the other in this process, then as Ray tasks that
+    each ask for the whole local Ray (2 CPUs: one at a time, 2 threads, like the sequential
+    run), so the difference is Ray's: scheduling, worker start-up, state and records moving.
+    ``overhead_pct`` = (Ray seconds - sequential seconds) / sequential seconds; most of it is a
+    fixed cost (a Ray worker imports torch and the toolkit once), which a longer study dilutes.
 
 Ray is started once (``ray.init(num_cpus=2)``, its seconds in ``ray_start_seconds``) and not
 counted in either arm. Writes ``data/bench_parallel.csv`` (one row per arm, with the command
@@ -23,6 +25,7 @@ and the machine). Targets: a speedup of at least 1.5x for (a); an overhead of at
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from functools import partial
@@ -80,10 +83,33 @@ def _score_share(images: int, share: float, store) -> dict:
     return {"share": share, "macs": fit.predicted_macs, "score": float(proxy(fit.prune().model))}
 
 
-def study_rows(tasks: int, images: int, root: Path) -> list[dict]:
-    """(b): the tiny study in this process, then as Ray tasks one at a time."""
-    shares = [round(0.3 + 0.5 * i / max(1, tasks - 1), 3) for i in range(tasks)]
-    study = [Task(f"share/{s}", partial(_score_share, images, s), num_cpus=CPUS) for s in shares]
+def _search_pareto_tasks() -> list[Task]:
+    """The search study's smoke configuration (``benchmarks/search_pareto.py --smoke``: 3
+    searchers on the ResNet-20 at 50 % of its MACs and their fine-tuning cells), its functions
+    sent to the workers by value (the script is not an importable module there)."""
+    import importlib.util
+
+    from ray import cloudpickle
+
+    spec = importlib.util.spec_from_file_location("search_pareto_study", Path(__file__).with_name("search_pareto.py"))
+    sp = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = sp  # a dataclass in the script looks its module up there
+    spec.loader.exec_module(sp)
+    cloudpickle.register_pickle_by_value(sp)
+    return sp.tasks(sp.Config.smoke())
+
+
+def study_rows(smoke: bool, tasks: int, images: int, root: Path) -> list[dict]:
+    """(b): the tiny study in this process, then as Ray tasks one at a time (each asks for all
+    the CPUs; 2 threads in both arms)."""
+    if smoke:
+        shares = [round(0.3 + 0.5 * i / max(1, tasks - 1), 3) for i in range(tasks)]
+        study = [Task(f"share/{s}", partial(_score_share, images, s)) for s in shares]
+        name = f"{tasks} x (prune the ResNet-20 to a share of its MACs, score it)"
+    else:
+        study = _search_pareto_tasks()
+        name = "python benchmarks/search_pareto.py --smoke (its tasks)"
+    study = [dataclasses.replace(t, num_cpus=CPUS) for t in study]
     torch.set_num_threads(CPUS)
     stores = {}
     seconds = {}
@@ -94,22 +120,23 @@ def study_rows(tasks: int, images: int, root: Path) -> list[dict]:
         seconds[arm] = time.perf_counter() - t0
     torch.set_num_threads(1)
 
-    def records(store):
-        return {k: {c: v for c, v in r.items() if c != "task_seconds"} for k, r in store.records.items()}
+    def records(store):  # what the tasks computed, without their timings
+        return {k: {c: v for c, v in r.items() if "seconds" not in c} for k, r in store.records.items()}
 
     same = records(stores["sequential"]) == records(stores["ray"])
-    common = {"measurement": "tiny_study", "model": "cifar_resnet20", "tasks": tasks, "proxy_images": 2 * images}
+    common = {"measurement": "tiny_study", "model": "cifar_resnet20", "study": name, "tasks": len(study)}
     return [{**common, "arm": f"sequential, 1 process x {CPUS} threads", "processes": 1, "threads": CPUS,
              "seconds": seconds["sequential"]},
             {**common, "arm": f"Ray tasks of {CPUS} CPUs, one at a time", "processes": 1, "threads": CPUS,
-             "seconds": seconds["ray"], "overhead_pct": 100 * (seconds["ray"] - seconds["sequential"])
-             / seconds["sequential"], "same_records": same}]
+             "seconds": seconds["ray"], "overhead_seconds": seconds["ray"] - seconds["sequential"],
+             "overhead_pct": 100 * (seconds["ray"] - seconds["sequential"]) / seconds["sequential"],
+             "same_records": same}]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="seconds: ResNet-20, 64-image proxy, 2 tasks -> data/smoke/")
-    ap.add_argument("--tasks", type=int, default=None, help="tasks of the tiny study (default 8; --smoke: 2)")
+    ap.add_argument("--tasks", type=int, default=2, help="--smoke: tasks of its tiny study")
     ap.add_argument("--out", type=Path, default=None, help="default: data/bench_parallel.csv (--smoke: data/smoke/)")
     ap.add_argument("--store", type=Path, default=None, help="the tiny study's stores (default: a temporary folder)")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
@@ -125,17 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             if args.smoke:
-                rows = sensitivity_rows("resnet20", 32, (0.5,)) + study_rows(args.tasks or 2, 32, args.store or Path(tmp))
+                rows = sensitivity_rows("resnet20", 32, (0.5,)) + study_rows(True, args.tasks, 32,
+                                                                             args.store or Path(tmp))
             else:
                 rows = sensitivity_rows("resnet56", 512, (0.25, 0.5, 0.75)) + study_rows(
-                    args.tasks or 8, 512, args.store or Path(tmp))
+                    False, args.tasks, 512, args.store or Path(tmp))
     finally:
         if started:
             ray.shutdown()
     command = " ".join(["python", "benchmarks/bench_parallel.py", *(sys.argv[1:] if argv is None else argv)])
     df = annotate(pd.DataFrame(rows).assign(ray_start_seconds=ray_start, command=command), threads=CPUS)
     out = write_table(df, args.out or output_dir(args.smoke) / "bench_parallel.csv")
-    cols = [c for c in ("measurement", "arm", "seconds", "speedup", "overhead_pct", "same_table", "same_records")
+    cols = [c for c in ("measurement", "arm", "seconds", "speedup", "overhead_seconds", "overhead_pct", "same_table",
+                        "same_records")
             if c in df]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print(f"Ray started in {ray_start:.1f} s (not counted)\n{machine_line(CPUS)}\nwrote {out}")
