@@ -34,9 +34,10 @@ demo: $(STAMP)
 
 ## The whole test suite: unit tests, every notebook in smoke mode (nbmake) and the docstring
 ## examples (doctests), in 2 processes of one torch thread each (pytest-xdist): the suite is
-## mostly Python-bound graph work.
+## mostly Python-bound graph work. Whole files go to one process (--dist loadfile), so the Ray
+## tests share one local Ray.
 test: $(STAMP) $(CHROMIUM)
-	SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests --nbmake notebooks --doctest-modules agentic_toolkit -n 2 --durations=15
+	SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests --nbmake notebooks --doctest-modules agentic_toolkit -n 2 --dist loadfile --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -x -q

@@ -172,3 +172,20 @@ def test_an_unpickled_plan_keeps_its_scores_and_refuses_to_rescore(r20):
     assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True))
     with pytest.raises(ToolkitError, match="unpickled"):
         copy.importance("lamp")
+
+
+def test_search_on_ray_workers_measures_the_sequential_table(r20_calibrated, ray_local):
+    """``SearchBudget(executor="ray")`` fans the search's sensitivity probes out and changes nothing."""
+    model, x, calib, plan = r20_calibrated
+    preset = at.SearchPreset("tiny", "one share, one revision", fractions=(0.5,), adaptive=False,
+                             probe_images=(None, None), max_revisions=1)
+    runs = []
+    for executor in (None, "ray"):
+        proxy = at.proxy_accuracy(at.cifar10("val", batch_size=16, shuffle=True, seed=0), batches=1, bn_batches=1)
+        search = at.AgenticSearch(model, "50%", x, evaluator=proxy, preset=preset,
+                                  budget=at.SearchBudget(executor=executor),
+                                  start=at.SearchStart(plan=plan, calibration=calib),
+                                  logging=at.SearchLogging(progress=False))
+        runs.append((search.sensitivity.frame, search.run().history["score"].tolist()))
+    pd.testing.assert_frame_equal(runs[1][0], runs[0][0], check_exact=True)
+    assert runs[1][1] == runs[0][1]

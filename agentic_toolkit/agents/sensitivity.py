@@ -315,7 +315,8 @@ def seed_proposals(search, sensitivity, preset) -> tuple[list, SensitivityTable 
         logged = next((r for r in search.log.records if r.get("type") == "sensitivity"), None)
         sensitivity = SensitivityTable.from_dict(logged) if logged is not None else measure_sensitivity(
             search.model, search.example_inputs, preset.probe(search.evaluator), plan=search.plan,
-            progress=search.progress, fractions=preset.fractions, adaptive=preset.adaptive)
+            progress=search.progress, fractions=preset.fractions, adaptive=preset.adaptive,
+            executor=search.budget.executor)
     else:
         raise ToolkitError(f"sensitivity must be True, False or a SensitivityTable, got {type(sensitivity).__name__}")
     return seed_proposals_for(search.plan, sensitivity, search.target_macs), sensitivity, spec
