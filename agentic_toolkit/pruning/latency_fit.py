@@ -86,10 +86,7 @@ def refine_latency_fit(model, fit, *, rounds: int = 1, accept: float = 0.02, war
 
     Example:
         >>> import torch, agentic_toolkit as at
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        ...                       nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+        >>> model = at.create_model("cifar_resnet20").eval()  # random init
         >>> plan = at.get_plan(model, torch.randn(8, 3, 32, 32))
         >>> table = at.build_latency_model(plan, threads=1, grid_steps=2, repeats=1, cache=False, progress=False)
         >>> fit = at.fit_to_budget(model, at.Strategy(), constraints={"latency": "80%"}, plan=plan,
@@ -170,8 +167,7 @@ def pick_rounding(model, fit, *, multiples: tuple[int, ...] = PICK_MULTIPLES, wa
         ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
         >>> plan = at.get_plan(model, torch.randn(8, 3, 32, 32))
         >>> table = at.build_latency_model(plan, threads=1, grid_steps=2, repeats=1, cache=False, progress=False)
-        >>> fit = at.fit_to_budget(model, at.Strategy(), constraints={"latency": "80%"}, plan=plan,
-        ...                        latency_model=table)
+        >>> fit = at.fit_to_budget(model, at.Strategy(), plan=plan, latency_model=table, constraints={"latency": "80%"})
         >>> choice = at.pick_rounding(model, fit, multiples=(8,), warmup=1, repeats=3, threads=1)
         >>> choice.frame.columns.tolist(), int(choice.frame["chosen"].sum())
         (['round_to', 'mac_fraction', 'speedup', 'efficiency', 'chosen'], 1)

@@ -71,10 +71,7 @@ class LatencyModel:
 
     Example:
         >>> import torch, agentic_toolkit as at
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        ...                       nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+        >>> model = at.create_model("cifar_resnet20").eval()  # random init
         >>> plan = at.get_plan(model, torch.randn(8, 3, 32, 32))
         >>> table = at.build_latency_model(plan, threads=1, grid_steps=2, repeats=1, cache=False, progress=False)
         >>> full = table.predict({})  # every width kept: the measured latency
@@ -249,8 +246,7 @@ def build_latency_model(
     Example:
         >>> import torch, agentic_toolkit as at
         >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        ...                       nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        >>> model = nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(),
         ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
         >>> plan = at.get_plan(model, torch.randn(8, 3, 32, 32))
         >>> table = at.build_latency_model(plan, threads=1, grid_steps=2, repeats=1, cache=False, progress=False)
