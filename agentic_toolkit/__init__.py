@@ -4,8 +4,9 @@ The stages, one subpackage each: :mod:`~agentic_toolkit.profiling` (Profiling ag
 :mod:`~agentic_toolkit.pruning` (strategies, isomorphic pruning, the budget solver),
 :mod:`~agentic_toolkit.agents` (Analysis and Master agents, backends, prompts),
 :mod:`~agentic_toolkit.training` (fine-tuning, evaluation), :mod:`~agentic_toolkit.benchmarking`,
-:mod:`~agentic_toolkit.studies` (experiments), :mod:`~agentic_toolkit.cli`. Everything a
-notebook needs is importable from here: ``import agentic_toolkit as at``.
+:mod:`~agentic_toolkit.tables` (CSV tables stamped with the machine), :mod:`~agentic_toolkit.cli`.
+The API is importable from here: ``import agentic_toolkit as at``. The drivers of this
+repository's own studies live outside the library, in ``reproduce/``.
 """
 
 from .agents import (

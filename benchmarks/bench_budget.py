@@ -8,7 +8,7 @@ the fit then probes ratios on the cached scores and prunes once. The two are int
 ``--repeat`` times after a warm-up and the medians compared. Also records the achieved
 MACs, the error against the target and the number of probes. Goal: ratio <= 2 on
 ResNet-50, ConvNeXt-Small and DeiT-Base. The driver is
-:func:`agentic_toolkit.studies.budget.budget_cost`. Writes data/bench_budget.csv.
+:func:`reproduce.budget.budget_cost`. Writes data/bench_budget.csv.
 
     python benchmarks/bench_budget.py [--repeat N] [--models name=target,...]
     python benchmarks/bench_budget.py --smoke      # resnet50, one repeat -> data/smoke/
@@ -20,8 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from agentic_toolkit.studies.budget import COST_TARGETS, budget_cost
-from agentic_toolkit.studies.machine import annotate, machine_line, output_dir, write_table
+from agentic_toolkit.tables import annotate, machine_line, write_table
+from reproduce.budget import COST_TARGETS, budget_cost
+from reproduce.common import output_dir
 
 DEFAULT = ",".join(f"{m}={t}" for m, t in COST_TARGETS.items())
 

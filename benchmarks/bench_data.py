@@ -27,13 +27,8 @@ from PIL import Image
 
 from agentic_toolkit.data import CIFAR_ARCHIVE, cifar10
 from agentic_toolkit.paths import find_data_file
-from agentic_toolkit.studies.machine import (
-    annotate,
-    cpu_cores,
-    machine_line,
-    output_dir,
-    write_table,
-)
+from agentic_toolkit.tables import annotate, cpu_cores, machine_line, write_table
+from reproduce.common import output_dir
 
 
 def jpeg_epoch(limit: int | None) -> tuple[float, int]:

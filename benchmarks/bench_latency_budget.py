@@ -18,8 +18,8 @@ once (``build_latency_model``, cached under the toolkit's cache dir), then
   groups whose MACs are slow on the device: ``latency_shaped_fit``); efficiency = speedup /
   MAC ratio.
 
-The driver is ``agentic_toolkit.studies.latency_budget`` (notebook 06 draws its figure from
-the table). Writes data/bench_latency_budget.csv (machine columns via ``studies.machine.annotate``).
+The driver is ``reproduce.latency_budget`` (notebook 06 draws its figure from
+the table). Writes data/bench_latency_budget.csv (machine columns via ``agentic_toolkit.tables.annotate``).
 
     .venv/bin/python benchmarks/bench_latency_budget.py                 # full run (idle machine)
     .venv/bin/python benchmarks/bench_latency_budget.py --threads 2
@@ -40,8 +40,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from agentic_toolkit.studies.latency_budget import MODELS, latency_budget_study
-from agentic_toolkit.studies.machine import machine_line, output_dir, write_table
+from agentic_toolkit.tables import machine_line, write_table
+from reproduce.common import output_dir
+from reproduce.latency_budget import MODELS, latency_budget_study
 
 KEY = ["model", "batch_size", "experiment", "target_pct", "round_to"]
 

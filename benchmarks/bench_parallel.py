@@ -38,7 +38,8 @@ import agentic_toolkit as at
 from agentic_toolkit.agents.sensitivity import measure_sensitivity
 from agentic_toolkit.parallel import RayExecutor, ResultStore, Task, run_tasks
 from agentic_toolkit.paths import PROJECT_ROOT
-from agentic_toolkit.studies.machine import annotate, machine_line, output_dir, write_table
+from agentic_toolkit.tables import annotate, machine_line, write_table
+from reproduce.common import output_dir
 
 CPUS = 2
 

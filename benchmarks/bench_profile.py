@@ -5,7 +5,7 @@ input (1x3x224x224, CPU) after one warm-up call; the best time of each is compar
 fvcore's time covers ``FlopCountAnalysis(...).by_operator()``; ours covers
 ``profile_macs(model)`` end to end. Also records both counts (same operators: conv,
 linear, matmul/bmm/einsum, with attention un-fused for fvcore). Goal: >= 10x each.
-The driver is :func:`agentic_toolkit.studies.counters.profiling_speed` (notebook 01 times
+The driver is :func:`reproduce.counters.profiling_speed` (notebook 01 times
 the counters the same way). Writes data/bench_profile.csv, one row per model, with the
 machine, date and versions.
 
@@ -19,8 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from agentic_toolkit.studies.counters import SPEED_MODELS, profiling_speed
-from agentic_toolkit.studies.machine import annotate, machine_line, output_dir, write_table
+from agentic_toolkit.tables import annotate, machine_line, write_table
+from reproduce.common import output_dir
+from reproduce.counters import SPEED_MODELS, profiling_speed
 
 
 def main(argv: list[str] | None = None) -> int:

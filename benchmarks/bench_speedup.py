@@ -8,7 +8,7 @@ much as the MACs). Random weights: latency does not depend on them.
 
 The pruned model comes from the budget solver with a uniform strategy (every layer loses
 the same fraction of channels, L2 magnitude), without the agent loop. The driver is
-:func:`agentic_toolkit.studies.speedup.speedup_study` (notebook 06 runs it on the paper's
+:func:`reproduce.speedup.speedup_study` (notebook 06 runs it on the paper's
 targets). Writes data/bench_speedup.csv (one row per batch size, with the machine, date,
 versions and torch thread count).
 
@@ -25,8 +25,9 @@ import sys
 from pathlib import Path
 
 from agentic_toolkit import Strategy
-from agentic_toolkit.studies.machine import annotate, machine_line, output_dir, write_table
-from agentic_toolkit.studies.speedup import UNIFORM, speedup_study
+from agentic_toolkit.tables import annotate, machine_line, write_table
+from reproduce.common import output_dir
+from reproduce.speedup import UNIFORM, speedup_study
 
 
 def main(argv: list[str] | None = None) -> int:

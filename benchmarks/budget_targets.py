@@ -6,7 +6,7 @@ with the target and with the prediction. Acceptance: |error| <= 0.5% everywhere,
 pruned model's MACs equal the prediction always. ``--counter torch_pruning`` meets the
 targets in ``torch_pruning.utils.count_ops_and_params``'s count (the paper's) and also
 counts every pruned model with it (column ``count_ops_macs``). The driver is
-:func:`agentic_toolkit.studies.budget.budget_targets`. Writes data/budget_targets.csv (one
+:func:`reproduce.budget.budget_targets`. Writes data/budget_targets.csv (one
 row per counter x model x target, with the machine, date and versions); rows of the
 other counter already in the file are kept.
 
@@ -23,9 +23,10 @@ from pathlib import Path
 import pandas as pd
 import timm  # noqa: F401  (before torch_pruning: count_ops_and_params counts timm attention only then)
 
-from agentic_toolkit.studies.budget import budget_targets
-from agentic_toolkit.studies.machine import annotate, machine_line, output_dir, write_table
-from agentic_toolkit.studies.paper import PAPER_TARGETS
+from agentic_toolkit.tables import annotate, machine_line, write_table
+from reproduce.budget import budget_targets
+from reproduce.common import output_dir
+from reproduce.paper import PAPER_TARGETS
 
 DEFAULT = ",".join(f"{m}={'/'.join(t)}" for m, t in PAPER_TARGETS.items())
 

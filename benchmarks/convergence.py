@@ -9,7 +9,7 @@ setting (solve_budget=False: the proposer's ratio is used as is) and ours (solve
 fit_to_budget solves it); then the local-LLM column (the openai backend driven by
 SmolLM2-135M-Instruct on a local llama-cpp-python server, started once) on the two CIFAR
 ResNets x 30/50/70%, paper setting only. max_revisions=5, band +1%/-5%, MACs only (no
-evaluator), CPU. The driver is :func:`agentic_toolkit.studies.convergence.convergence_study`
+evaluator), CPU. The driver is :func:`reproduce.convergence.convergence_study`
 (notebook 04 draws its figures from the tables written here).
 
 Every finished case is appended to a cache (runs/convergence_cases.jsonl; --smoke:
@@ -30,13 +30,14 @@ import os
 import sys
 from pathlib import Path
 
-from agentic_toolkit.studies.convergence import (
+from agentic_toolkit.tables import annotate, machine_line, write_table
+from reproduce.common import output_dir
+from reproduce.convergence import (
     STUDY_MODELS,
     convergence_study,
     default_cache,
     summarise_convergence,
 )
-from agentic_toolkit.studies.machine import annotate, machine_line, output_dir, write_table
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,5 @@
 """Does the agent's latency view help under a latency budget? Adapted CIFAR ResNet-56, CPU, batch 1
-(see ``agentic_toolkit.studies.latency_agent``). Writes data/latency_agent.csv.
+(see ``reproduce.latency_agent``). Writes data/latency_agent.csv.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/latency_agent.py --threads 2     # idle machine, minutes
 """
@@ -10,8 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from agentic_toolkit.studies.latency_agent import latency_agent_study
-from agentic_toolkit.studies.machine import machine_line, output_dir, write_table
+from agentic_toolkit.tables import machine_line, write_table
+from reproduce.common import output_dir
+from reproduce.latency_agent import latency_agent_study
 
 
 def main(argv: list[str] | None = None) -> int:

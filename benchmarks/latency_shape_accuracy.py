@@ -1,5 +1,5 @@
 """What do latency-shaped ratios cost in accuracy? Adapted CIFAR ResNet-56 at 50% of its MACs, NHWC
-CPU table (see ``agentic_toolkit.studies.latency_shape_accuracy``). Writes
+CPU table (see ``reproduce.latency_shape_accuracy``). Writes
 data/latency_shape_accuracy.csv; resumable (task store runs/latency_shape_accuracy/).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/latency_shape_accuracy.py --threads 2    # ~15 min
@@ -11,8 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from agentic_toolkit.studies.latency_shape_accuracy import CACHE, latency_shape_accuracy
-from agentic_toolkit.studies.machine import machine_line, output_dir, write_table
+from agentic_toolkit.tables import machine_line, write_table
+from reproduce.common import output_dir
+from reproduce.latency_shape_accuracy import CACHE, latency_shape_accuracy
 
 
 def main(argv: list[str] | None = None) -> int:

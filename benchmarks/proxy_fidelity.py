@@ -1,7 +1,7 @@
 """How well does the default evaluator rank pruning candidates? Prints its Spearman rho.
 
 Runs (or resumes, from its task store) the proxy fidelity study of
-``agentic_toolkit.studies.proxy_fidelity`` -- twelve strategies at 50% and 30% of the adapted
+``reproduce.proxy_fidelity`` -- twelve strategies at 50% and 30% of the adapted
 ResNet-56's MACs, each proxy against the fine-tuned test top-1 -- writes
 ``data/proxy_fidelity.csv`` and prints every proxy's rho with its bootstrap 95% interval and
 seconds per candidate, then the toolkit's default evaluator (``at.default_evaluator``) and its
@@ -18,10 +18,10 @@ import sys
 
 import pandas as pd
 
-from agentic_toolkit.studies import at_budget_run
-from agentic_toolkit.studies.machine import output_dir
-from agentic_toolkit.studies.proxy_fidelity import default_proxy
 from agentic_toolkit.training.evaluation import DEFAULT_PROXY
+from reproduce import at_budget_run
+from reproduce.common import output_dir
+from reproduce.proxy_fidelity import default_proxy
 
 
 def main(argv=None) -> int:

@@ -37,7 +37,8 @@ from agentic_toolkit.agents.moves import grouping_of
 from agentic_toolkit.models import create_model
 from agentic_toolkit.paths import PROJECT_ROOT
 from agentic_toolkit.pruning.apply import get_plan
-from agentic_toolkit.studies.machine import annotate, machine_line, output_dir, write_table
+from agentic_toolkit.tables import annotate, machine_line, write_table
+from reproduce.common import output_dir
 
 WEIGHTS = PROJECT_ROOT / "data" / "cifar_resnet56_adapted.safetensors"
 

@@ -49,9 +49,10 @@ from agentic_toolkit.parallel import (
     run_tasks,
 )
 from agentic_toolkit.paths import PROJECT_ROOT
-from agentic_toolkit.studies.at_budget import kd_finetune
-from agentic_toolkit.studies.machine import annotate, output_dir, write_table
-from agentic_toolkit.studies.search_pareto import (
+from agentic_toolkit.tables import annotate, write_table
+from reproduce.at_budget import kd_finetune
+from reproduce.common import output_dir
+from reproduce.search_pareto import (
     PRESETS,
     SAMPLED,
     SEARCHERS,

@@ -5,7 +5,7 @@ recorded as ``killed: memory`` / ``killed: time`` on excess) through profile -> 
 of its MACs -> prune -> forward -> save/load round trip (no base model passed; max abs
 output difference <= 1e-5). Rows are appended to the CSV as each model finishes; a rerun
 skips the models already there (delete the file to start over). The driver is
-:mod:`agentic_toolkit.studies.zoo`; ``--readme`` prints the README's list of supported
+:mod:`reproduce.zoo`; ``--readme`` prints the README's list of supported
 architectures from the table's ok rows.
 
     nice -n 10 .venv/bin/python benchmarks/zoo_coverage.py              # -> data/zoo_coverage.csv
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from agentic_toolkit.studies.machine import output_dir
-from agentic_toolkit.studies.zoo import (
+from reproduce.common import output_dir
+from reproduce.zoo import (
     MEMORY_LIMIT_MIB,
     TIME_LIMIT_S,
     supported_architectures,

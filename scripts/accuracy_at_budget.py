@@ -1,9 +1,9 @@
 """Accuracy at equal MACs and proxy fidelity on the adapted CIFAR ResNet-56 (see
-``agentic_toolkit.studies.at_budget_run``)."""
+``reproduce.at_budget_run``)."""
 
 import sys
 
-from agentic_toolkit.studies.at_budget_run import main
+from reproduce.at_budget_run import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """Adapt the pretrained CIFAR ResNet-56 to the JPEG CIFAR-10 set (entry point).
 
-The study lives in :mod:`agentic_toolkit.studies.adaptation`; it writes
+The study lives in :mod:`reproduce.adaptation`; it writes
 data/cifar_resnet56_adaptation.{csv,json} and data/cifar_resnet56_adapted.safetensors and
 resumes from runs/adapt_cifar_resnet56/ when interrupted.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from agentic_toolkit.studies.adaptation import main
+from reproduce.adaptation import main
 
 if __name__ == "__main__":
     sys.exit(main())

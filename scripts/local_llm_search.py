@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from agentic_toolkit.paths import PROJECT_ROOT
-from agentic_toolkit.studies.local_llm import (
+from reproduce.local_llm import (
     MODEL_ALIAS,
     LocalLLMServer,
     local_llm_search,

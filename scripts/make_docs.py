@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_CSV = ROOT / "data" / "zoo_coverage.csv"
 ZOO_MD = ROOT / "docs" / "zoo.md"
-#: the machine columns every table carries (agentic_toolkit.studies.machine.MACHINE_COLUMNS)
+#: the machine columns every table carries (agentic_toolkit.tables.MACHINE_COLUMNS)
 MACHINE = ("machine", "cpu_cores", "torch_threads", "gpu", "date", "python", "torch", "timm", "torch_pruning",
            "agentic_toolkit")
 

@@ -11,7 +11,7 @@ from agentic_toolkit.agents.sensitivity import measure_sensitivity, sensitivity_
 from agentic_toolkit.errors import ToolkitError
 from agentic_toolkit.parallel import ResultStore, Task, run_tasks
 from agentic_toolkit.pruning.strategy import StrategyError
-from agentic_toolkit.studies import proxy_fidelity as P
+from reproduce import proxy_fidelity as P
 
 
 def test_group_scope_multiplies_one_group_only(r20):
@@ -77,7 +77,7 @@ def test_task_queue_respects_deps_and_resumes(tmp_path):
 def test_searches_survive_a_longer_fine_tune(tmp_path):
     import dataclasses
 
-    from agentic_toolkit.studies import at_budget as A
+    from reproduce import at_budget as A
 
     short = A.Config()
     store = ResultStore(tmp_path, short.settings(), scope=A.record_scope)
@@ -109,7 +109,7 @@ def test_fidelity_table_and_default_proxy():
 
 
 def test_fixed_strategies_are_distinct_shapes():
-    from agentic_toolkit.studies.at_budget import BASELINES
+    from reproduce.at_budget import BASELINES
 
     assert len(P.FIDELITY_STRATEGIES) >= 12 and set(BASELINES) <= set(P.FIDELITY_STRATEGIES)
     shapes = [at.strategy_preset(n).to_json() for n in BASELINES] + [s.to_json() for s in P.EXTRAS.values()]
@@ -149,7 +149,7 @@ def test_efficiency_allocation_meets_the_target_exactly(r20_calibrated, small_pr
 def test_results_doc_table_is_generated_from_the_committed_csv():
     from pathlib import Path
 
-    from agentic_toolkit.studies import at_budget_run as R
+    from reproduce import at_budget_run as R
 
     root = Path(__file__).resolve().parent.parent
     cells = pd.read_csv(root / "data" / "05_accuracy_at_budget.csv")
@@ -181,7 +181,7 @@ def test_sensitivity_tables_combine_in_the_plans_group_order():
 
 
 def test_full_recipe_rerank_scores_with_the_studys_own_recipe():
-    from agentic_toolkit.studies import at_budget as A
+    from reproduce import at_budget as A
 
     ctx = A.Context(A.Config.quick())
     proxy, record = A._rerank_proxy(ctx, fine=True, full_recipe=True)

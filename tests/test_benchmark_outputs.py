@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from agentic_toolkit.studies.machine import MACHINE_COLUMNS, annotate, machine_info, output_dir
+from agentic_toolkit.tables import MACHINE_COLUMNS, annotate, machine_info
+from reproduce.common import output_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agentic_toolkit.studies import convergence as conv
-from agentic_toolkit.studies import convergence_plots
-from agentic_toolkit.studies.machine import MACHINE_COLUMNS
+from agentic_toolkit.tables import MACHINE_COLUMNS
+from reproduce import convergence as conv
+from reproduce import convergence_plots
 
 ROOT = Path(__file__).resolve().parents[1]
 

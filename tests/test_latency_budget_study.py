@@ -1,4 +1,4 @@
-"""The latency-budget study (``studies.latency_budget``), its tables and figure, and the
+"""The latency-budget study (``reproduce.latency_budget``), its tables and figure, and the
 benchmark script around it. Timing is replaced by a deterministic clock (as in
 ``test_latency_model.py``): a layer of the latency table takes its MACs / 1e6 ms, the whole
 network its MACs / 1e6 + 0.5 ms, and in ``benchmark`` a model takes its MACs / 1e6 + 0.5 ms
@@ -20,9 +20,9 @@ from agentic_toolkit.benchmarking import latency_table as lt
 from agentic_toolkit.benchmarking import runner
 from agentic_toolkit.paths import CACHE_ENV
 from agentic_toolkit.pruning import latency_model as lm
-from agentic_toolkit.studies import latency_budget as lb
-from agentic_toolkit.studies.latency_budget_plots import plot_latency_budget
-from agentic_toolkit.studies.machine import MACHINE_COLUMNS
+from agentic_toolkit.tables import MACHINE_COLUMNS
+from reproduce import latency_budget as lb
+from reproduce.latency_budget_plots import plot_latency_budget
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "data" / "bench_latency_budget.csv"

@@ -104,3 +104,16 @@ def test_readme_tour_names_resolve():
     assert used, "the README tour uses at.<name>"
     missing = sorted(n for n in used if not hasattr(at, n))
     assert missing == []
+
+
+def test_library_never_imports_the_reproduction_drivers():
+    """``reproduce/`` (this repository's study drivers) may import the library, never the reverse."""
+    offenders = []
+    for path in PKG_DIR.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(PKG_DIR.parent)}: {n}" for n in names
+                          if n == "reproduce" or n.startswith("reproduce.")]
+    assert offenders == []
+    assert not (PKG_DIR / "studies").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentic_toolkit.errors import ToolkitError
-from agentic_toolkit.studies.local_llm import (
+from reproduce.local_llm import (
     LocalLLMServer,
     find_gguf,
     local_llm_search,

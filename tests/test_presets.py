@@ -100,7 +100,7 @@ def _study_rows():
 
 
 def test_search_study_summary_compares_default_with_the_best_peer():
-    from agentic_toolkit.studies.search_pareto import plot_search_pareto, readme_block, summary
+    from reproduce.search_pareto import plot_search_pareto, readme_block, summary
 
     s = summary(_study_rows()).set_index("searcher")
     assert s.loc["uniform_l1", "seeds"] == 2  # the unfinished cell is not counted
@@ -116,7 +116,7 @@ def test_readme_headline_table_is_generated_from_the_committed_study():
 
     import pandas as pd
 
-    from agentic_toolkit.studies.search_pareto import README_MARKERS, readme_block
+    from reproduce.search_pareto import README_MARKERS, readme_block
 
     root = Path(__file__).resolve().parent.parent
     start, end = README_MARKERS

@@ -328,7 +328,7 @@ def test_teacher_stays_prunable_after_distillation():
 
 
 def test_jsonl_cache_keeps_matching_lines_and_survives_a_cut_line(tmp_path):
-    from agentic_toolkit.studies.kd import JsonlCache
+    from reproduce.kd import JsonlCache
 
     path = tmp_path / "cache.jsonl"
     a = JsonlCache(path, {"lr": 0.01})
@@ -346,7 +346,7 @@ def test_jsonl_cache_keeps_matching_lines_and_survives_a_cut_line(tmp_path):
 
 def test_kd_study_resumes_from_its_cache(tmp_path, capsys):
     from agentic_toolkit import Recipe
-    from agentic_toolkit.studies.kd import kd_study
+    from reproduce.kd import kd_study
 
     kw = dict(recipe=Recipe.preset("cifar", epochs=1, batch_size=32), train_limit=64, test_limit=100, cache=tmp_path / "c.jsonl",
               progress=False)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from agentic_toolkit.studies import zoo
+from reproduce import zoo
 
 SUBSET = [
     ("torchvision", "resnet18"),

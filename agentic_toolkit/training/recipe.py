@@ -82,7 +82,7 @@ class Recipe:
         """A named recipe (see :data:`PRESETS`), optionally with some fields changed.
 
         - ``"cifar"``: the settings of this repository's CIFAR-10 studies
-          (``agentic_toolkit.studies.adaptation`` and ``.kd``): SGD momentum 0.9, lr 0.01,
+          (``reproduce.adaptation`` and ``reproduce.kd``): SGD momentum 0.9, lr 0.01,
           batch 128, per-step cosine, weight decay 5e-4, KD alpha 0.5 at T = 4; 10 epochs as
           in the README's fine-tuning example.
         - ``"imagenet_cnn"``: the paper's CNN recipe as the README states it (SGD, lr 0.08,

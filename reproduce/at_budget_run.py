@@ -29,10 +29,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..parallel import ResultStore, add_executor_arguments, estimate, executor_from_args, run_tasks
+from agentic_toolkit.parallel import (
+    ResultStore,
+    add_executor_arguments,
+    estimate,
+    executor_from_args,
+    run_tasks,
+)
+from agentic_toolkit.tables import annotate, machine_line, write_table
+
 from . import at_budget as A
 from . import proxy_fidelity as P
-from .machine import annotate, machine_line, output_dir, write_table
+from .common import output_dir
 
 AGENTS = tuple(n for n in A.STRATEGIES if n.startswith("agent"))
 #: The agent the README reports as the toolkit's (fixed before its test numbers existed).
@@ -161,7 +169,7 @@ def write_reports(store: ResultStore, cfg: A.Config, out_dir: Path, accuracy: bo
         write_table(summ, out_dir / "05_accuracy_at_budget_summary.csv")
         lines += [summ.to_string(index=False, float_format=lambda v: f"{v:.2f}"), *verdict(summ)]
         if update:
-            from ..paths import PROJECT_ROOT
+            from agentic_toolkit.paths import PROJECT_ROOT
 
             ok = update_readme(PROJECT_ROOT / "docs" / "results.md", readme_block(summ, cells))
             lines.append("docs/results.md updated" if ok else "docs/results.md has no accuracy-at-budget markers")

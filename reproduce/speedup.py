@@ -18,10 +18,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..benchmarking import benchmark
-from ..models import create_model
-from ..pruning import Strategy, fit_to_budget, get_plan
-from ..units import parse_macs
+from agentic_toolkit.benchmarking import benchmark
+from agentic_toolkit.models import create_model
+from agentic_toolkit.pruning import Strategy, fit_to_budget, get_plan
+from agentic_toolkit.units import parse_macs
+
 from .paper import IMAGENET_INPUT
 
 #: The uniform strategy of ``benchmarks/bench_speedup.py``: every layer loses the same

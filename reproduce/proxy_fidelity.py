@@ -30,11 +30,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..data import cifar10
-from ..parallel import ResultStore, Task
-from ..pruning.strategy import Strategy
-from ..training.evaluation import evaluate
-from ..training.kd_proxy import KDProxy
+from agentic_toolkit.data import cifar10
+from agentic_toolkit.parallel import ResultStore, Task
+from agentic_toolkit.pruning.strategy import Strategy
+from agentic_toolkit.training.evaluation import evaluate
+from agentic_toolkit.training.kd_proxy import KDProxy
+
 from .at_budget import (
     BASELINES,
     PROXY_SEARCHED,

@@ -1,8 +1,8 @@
 """MAC counters compared: agreement with fvcore, torch-pruning and the paper, and speed.
 
 Shared by ``benchmarks/bench_profile.py`` (:func:`profiling_speed`: fvcore's time / ours)
-and notebook 01 (:func:`counter_agreement`, :func:`mac_breakdown` and the plots, which are
-drawn from the written tables). Both time the counters with :func:`time_counters`: one
+and notebook 01 (:func:`counter_agreement` and the plots, which are drawn from the table of
+:func:`agentic_toolkit.profiling.mac_breakdown`). Both time the counters with :func:`time_counters`: one
 warm-up call, then the best of ``repeat`` calls, on the same random-init model.
 fvcore's time covers ``FlopCountAnalysis(...).by_operator()`` on a copy with attention
 un-fused (the copy is made before timing); ours covers ``profile_macs`` end to end.
@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ..models import create_model
-from ..profiling import MacProfile, profile_macs
-from ..profiling.reference_counters import fvcore_macs, torch_pruning_macs
-from ..units import format_macs
+from agentic_toolkit.models import create_model
+from agentic_toolkit.profiling import MacProfile, profile_macs
+from agentic_toolkit.profiling.reference_counters import fvcore_macs, torch_pruning_macs
+
 from .paper import IMAGENET_INPUT, PAPER_BASELINE_GMACS, PAPER_MODELS
 
 #: Models of the profiling benchmark (the paper's four).
@@ -120,28 +120,6 @@ def counter_agreement(models: Iterable[str] = PAPER_MODELS, input_size: tuple[in
     return pd.DataFrame(rows), profiles
 
 
-def mac_breakdown(profiles: Mapping[str, MacProfile], split_dominant: float = 0.9) -> pd.DataFrame:
-    """Long table of MACs per stage and per layer type, for every profile.
-
-    Columns: ``model``, ``kind`` (``stage`` or ``type``), ``group``, ``modules``, ``macs``,
-    ``params``, ``share``, ``total_macs``, ``total_params``, ``input``, ``convention``.
-    When one stage holds more than ``split_dominant`` of the MACs (the blocks container of
-    a ViT) the stages are taken one level deeper (``blocks.0``, ``blocks.1``, ...).
-    """
-    parts = []
-    for name, prof in profiles.items():
-        stages = prof.by_stage()
-        if split_dominant and stages["share"].max() > split_dominant:
-            stages = prof.by_stage(depth=2)
-        meta = {"model": name, "total_macs": int(prof.total_macs), "total_params": int(prof.params),
-                "input": "x".join(map(str, prof.input_shape)), "convention": prof.convention}
-        parts.append(stages.rename(columns={"stage": "group"}).assign(kind="stage", **meta))
-        parts.append(prof.by_type().rename(columns={"type": "group"}).assign(kind="type", **meta))
-    cols = ["model", "kind", "group", "modules", "macs", "params", "share",
-            "total_macs", "total_params", "input", "convention"]
-    return pd.concat(parts, ignore_index=True)[cols]
-
-
 # ----------------------------------------------------------------------------- plots (from the tables)
 
 
@@ -178,26 +156,4 @@ def plot_mac_by_type(breakdown: pd.DataFrame) -> Any:
     ax.set_title("MACs by layer type (Attention = Q·Kᵀ and A·V matmuls)")
     ax.legend(title="layer type", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
-    return fig
-
-
-def plot_mac_profile(breakdown: pd.DataFrame, model: str | None = None, top_types: int = 10) -> Any:
-    """One model's MACs per stage and per module type, side by side (as ``MacProfile.plot``)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    model = model or breakdown["model"].iloc[0]
-    part = breakdown[breakdown["model"] == model]
-    stages = part[part["kind"] == "stage"]
-    types = part[(part["kind"] == "type") & (part["macs"] > 0)].head(top_types)
-    fig, (ax_stage, ax_type) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
-    sns.barplot(data=stages.assign(gmacs=stages["macs"] / 1e9), x="gmacs", y="group", ax=ax_stage,
-                color="#4c72b0", orient="h")
-    ax_stage.set(xlabel="MACs (G)", ylabel="stage", title="MACs per stage")
-    sns.barplot(data=types.assign(gmacs=types["macs"] / 1e9), x="gmacs", y="group", ax=ax_type,
-                color="#dd8452", orient="h")
-    ax_type.set(xlabel="MACs (G)", ylabel="module type", title="MACs per module type")
-    first = part.iloc[0]
-    fig.suptitle(f"{model}: {format_macs(int(first['total_macs']))} MACs ({first['convention']}), "
-                 f"{format_macs(int(first['total_params']))} params, input {first['input']}")
     return fig

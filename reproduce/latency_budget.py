@@ -34,14 +34,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..benchmarking import benchmark
-from ..errors import ToolkitError
-from ..models import create_model
-from ..pruning import Strategy, fit_to_budget, get_plan
-from ..pruning.latency_fit import pick_rounding, refine_latency_fit
-from ..pruning.latency_model import build_latency_model
-from ..pruning.latency_shape import latency_shaped_fit
-from .machine import MACHINE_COLUMNS, StudyResult, annotate
+from agentic_toolkit.benchmarking import benchmark
+from agentic_toolkit.errors import ToolkitError
+from agentic_toolkit.models import create_model
+from agentic_toolkit.pruning import Strategy, fit_to_budget, get_plan
+from agentic_toolkit.pruning.latency_fit import pick_rounding, refine_latency_fit
+from agentic_toolkit.pruning.latency_model import build_latency_model
+from agentic_toolkit.pruning.latency_shape import latency_shaped_fit
+from agentic_toolkit.tables import MACHINE_COLUMNS, annotate
+
+from .common import StudyResult
 
 #: The benchmark's models (timm, random weights, 224 px).
 MODELS = ("resnet50", "convnext_small", "deit_small_patch16_224")
@@ -201,7 +203,7 @@ def _mac_target(spec: str | None, batch: int) -> str | int | None:
     batch of the example inputs; a percentage stays as it is."""
     if spec is None or str(spec).strip().endswith("%"):
         return spec
-    from ..units import parse_macs
+    from agentic_toolkit.units import parse_macs
 
     return parse_macs(spec) * int(batch)
 

@@ -22,9 +22,10 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import torch
 
-from ..models import create_model
-from ..pruning import Strategy, apply_isomorphic_prune, fit_to_budget, get_plan
-from ..units import format_macs, parse_macs
+from agentic_toolkit.models import create_model
+from agentic_toolkit.pruning import Strategy, apply_isomorphic_prune, fit_to_budget, get_plan
+from agentic_toolkit.units import format_macs, parse_macs
+
 from .paper import IMAGENET_INPUT, PAPER_TARGETS
 
 #: Targets of :func:`budget_cost`: the first paper target of three architectures.
@@ -86,7 +87,7 @@ def _verification(fit, result, x: torch.Tensor) -> dict:
     """How a ``torch_pruning`` fit was verified, and ``count_ops_and_params`` of its model."""
     if fit.counter == "macs":
         return {"counts": None, "analytic_exact": None, "count_ops_macs": None}
-    from ..profiling.reference_counters import torch_pruning_macs
+    from agentic_toolkit.profiling.reference_counters import torch_pruning_macs
 
     return {
         "counts": len(fit.counts), "analytic_exact": bool(fit.counts[0][1] == fit.counts[0][2]),

@@ -17,7 +17,7 @@ a search stops at its first revision in band), at most ``max_revisions`` revisio
   revision k tries a point of resolution 0.9/2**k, so any target that a point of resolution
   0.9/2**R lands in band is reached within R revisions); ``analyst`` -- the offline analyst;
   ``local_llm`` -- the ``openai`` backend driven by SmolLM2-135M-Instruct on a local
-  llama-cpp-python server (:class:`~agentic_toolkit.studies.local_llm.LocalLLMServer`,
+  llama-cpp-python server (:class:`~reproduce.local_llm.LocalLLMServer`,
   ``--n_ctx 8192``), on a subset only (:data:`LLM_MODELS` x :data:`LLM_FRACTIONS`, paper
   setting): a search with it takes minutes on this machine;
 * **settings**: ``solve_budget=False`` (the proposer's ratio is used as is: the paper's
@@ -50,10 +50,13 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..agents.master import run_agentic_pruning
-from ..paths import PROJECT_ROOT
-from ..pruning.apply import get_plan
-from ..units import format_macs, parse_macs
+from agentic_toolkit.agents.master import run_agentic_pruning
+from agentic_toolkit.paths import PROJECT_ROOT
+from agentic_toolkit.pruning.apply import get_plan
+from agentic_toolkit.tables import machine_info
+from agentic_toolkit.units import format_macs, parse_macs
+
+from .common import output_dir
 from .convergence_cases import (  # noqa: F401 - CIFAR_*, IMAGENET_MODELS, SMOKE_MODELS, study_model re-exported
     CIFAR_INPUT,
     CIFAR_MODELS,
@@ -71,7 +74,6 @@ from .convergence_cases import (  # noqa: F401 - CIFAR_*, IMAGENET_MODELS, SMOKE
     study_model,
     study_targets,
 )
-from .machine import machine_info, output_dir
 
 #: Bump when a backend or the search changes what a cached case would give.
 STUDY_VERSION = 2
@@ -160,7 +162,7 @@ def _row(case: dict, res, base: int, target_macs: int, seconds: float, tolerance
 
 
 def _llm_backend(url: str, alias: str):
-    from ..agents.backends import make_backend
+    from agentic_toolkit.agents.backends import make_backend
 
     return make_backend("openai", base_url=url, model=alias, timeout=300.0, retries=1, max_tokens=512, seed=0)
 

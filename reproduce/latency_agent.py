@@ -23,15 +23,17 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..agents.search import AgenticSearch
-from ..agents.settings import SearchBudget, SearchLogging, SearchStart
-from ..benchmarking import benchmark
-from ..benchmarking.latency import torch_threads
-from ..pruning import Strategy, fit_to_budget, get_plan
-from ..pruning.latency_model import build_latency_model
-from ..training.evaluation import default_evaluator
+from agentic_toolkit.agents.search import AgenticSearch
+from agentic_toolkit.agents.settings import SearchBudget, SearchLogging, SearchStart
+from agentic_toolkit.benchmarking import benchmark
+from agentic_toolkit.benchmarking.latency import torch_threads
+from agentic_toolkit.pruning import Strategy, fit_to_budget, get_plan
+from agentic_toolkit.pruning.latency_model import build_latency_model
+from agentic_toolkit.tables import annotate
+from agentic_toolkit.training.evaluation import default_evaluator
+
+from .common import StudyResult
 from .kd import load_teacher
-from .machine import StudyResult, annotate
 
 ARMS = ("fit", "search_blind", "search_latency_view")
 

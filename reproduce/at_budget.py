@@ -57,22 +57,23 @@ from typing import Any
 
 import torch
 
-from ..agents.sensitivity import (
+from agentic_toolkit.agents.sensitivity import (
     FRACTIONS,
     SensitivityTable,
     measure_sensitivity,
     sensitivity_search,
 )
-from ..data import calibration_batches, cifar10
-from ..hashing import sha256_file
-from ..parallel import ResultStore, Task
-from ..paths import PROJECT_ROOT
-from ..pruning.apply import get_plan
-from ..pruning.budget import fit_to_budget
-from ..pruning.strategy import Strategy, strategy_preset
-from ..training.evaluation import default_evaluator, evaluate
-from ..training.finetune import finetune
-from ..training.recipe import Recipe
+from agentic_toolkit.data import calibration_batches, cifar10
+from agentic_toolkit.hashing import sha256_file
+from agentic_toolkit.parallel import ResultStore, Task
+from agentic_toolkit.paths import PROJECT_ROOT
+from agentic_toolkit.pruning.apply import get_plan
+from agentic_toolkit.pruning.budget import fit_to_budget
+from agentic_toolkit.pruning.strategy import Strategy, strategy_preset
+from agentic_toolkit.training.evaluation import default_evaluator, evaluate
+from agentic_toolkit.training.finetune import finetune
+from agentic_toolkit.training.recipe import Recipe
+
 from .adaptation import ADAPTED_WEIGHTS
 from .kd import load_teacher
 
@@ -241,9 +242,9 @@ def _fastnas_task(ctx: Context, budget: float, fine: bool = False) -> Callable[[
 def _agent_task(ctx: Context, budget: float, sensitivity: bool = False, rerank_top: int = 0,
                 fine: bool = False, full_recipe: bool = False) -> Callable[[ResultStore], dict]:
     def run(store: ResultStore) -> dict:
-        from ..agents.backends import AnalystBackend
-        from ..agents.search import AgenticSearch
-        from ..agents.settings import SearchLogging, SearchStart
+        from agentic_toolkit.agents.backends import AnalystBackend
+        from agentic_toolkit.agents.search import AgenticSearch
+        from agentic_toolkit.agents.settings import SearchLogging, SearchStart
 
         table = sensitivity_table(store, fine) if sensitivity else None
         t0 = time.perf_counter()
@@ -256,7 +257,7 @@ def _agent_task(ctx: Context, budget: float, sensitivity: bool = False, rerank_t
         print(f"agent{'_sensitivity' if sensitivity else ''} @ {budget:g}: {res.summary()}", flush=True)
         strategy, extra = res.strategy, {}
         if rerank_top:
-            from ..agents.rerank import rerank_candidates
+            from agentic_toolkit.agents.rerank import rerank_candidates
 
             proxy, extra = _rerank_proxy(ctx, fine, full_recipe)
             rr = rerank_candidates(search, proxy, top=rerank_top)
@@ -274,7 +275,7 @@ def _rerank_proxy(ctx: Context, fine: bool, full_recipe: bool) -> tuple[Callable
     """The re-rank's scorer and what its record says about it: a short KD fine-tune
     (``rerank_steps`` batches of 64), or with ``full_recipe`` the study's recipe on
     ``ft_rerank_images`` training images (seed :data:`FT_RERANK_SEED`)."""
-    from ..training.kd_proxy import KDProxy, kd_proxy
+    from agentic_toolkit.training.kd_proxy import KDProxy, kd_proxy
 
     cfg = ctx.cfg
     evals = ctx.rerank_batches if fine else ctx.evaluator.eval_batches

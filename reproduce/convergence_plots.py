@@ -7,7 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..plots import integer_axis
+from agentic_toolkit.plots import integer_axis
+
 from .convergence import LLM_BACKEND, error_trajectories
 
 #: Line colour per backend in the plots.

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models import create_model
+from agentic_toolkit.models import create_model
+
 from .paper import IMAGENET_INPUT, PAPER_MODELS, PAPER_TARGETS
 
 FRACTIONS = (0.3, 0.4, 0.5, 0.6, 0.7)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .machine import MACHINE_COLUMNS, machine_info
+from agentic_toolkit.tables import MACHINE_COLUMNS, machine_info
 
 #: One small model per timm family, the families the README promises first.
 TIMM_FAMILIES: dict[str, str] = {
@@ -127,7 +127,7 @@ def run_model(source: str, name: str, memory_mib: int = MEMORY_LIMIT_MIB, time_s
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", MALLOC_MMAP_THRESHOLD_="1048576")
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agentic_toolkit.studies.zoo", source, name],
+        [sys.executable, "-m", "reproduce.zoo", source, name],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     peak, killed = 0, ""
@@ -226,9 +226,9 @@ def measure(source: str, name: str) -> dict:
 
     import torch
 
-    from ..errors import ToolkitError
-    from ..profiling import profile_macs
-    from ..pruning import load_pruned, save_pruned
+    from agentic_toolkit.errors import ToolkitError
+    from agentic_toolkit.profiling import profile_macs
+    from agentic_toolkit.pruning import load_pruned, save_pruned
 
     torch.set_num_threads(1)
     row: dict = {}
@@ -269,7 +269,7 @@ def measure(source: str, name: str) -> dict:
 def _fit(model, x, target: int):
     """The default strategy's fit; where its layer cap (``max_layer_ratio=0.9``) cannot
     reach the target, the same strategy with a looser cap (said in the row's reason)."""
-    from ..pruning import BudgetInfeasibleError, PrunePlan, Strategy, fit_to_budget
+    from agentic_toolkit.pruning import BudgetInfeasibleError, PrunePlan, Strategy, fit_to_budget
 
     plan = PrunePlan.build(model, x)
     try:

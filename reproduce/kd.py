@@ -30,17 +30,19 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..data import cifar10
-from ..models import create_model
-from ..parallel import read_records
-from ..paths import PROJECT_ROOT
-from ..pruning.budget import fit_to_budget
-from ..pruning.strategy import Strategy
-from ..training.evaluation import evaluate, proxy_accuracy
-from ..training.finetune import finetune
-from ..training.recipe import Recipe
+from agentic_toolkit.data import cifar10
+from agentic_toolkit.models import create_model
+from agentic_toolkit.parallel import read_records
+from agentic_toolkit.paths import PROJECT_ROOT
+from agentic_toolkit.pruning.budget import fit_to_budget
+from agentic_toolkit.pruning.strategy import Strategy
+from agentic_toolkit.tables import machine_info
+from agentic_toolkit.training.evaluation import evaluate, proxy_accuracy
+from agentic_toolkit.training.finetune import finetune
+from agentic_toolkit.training.recipe import Recipe
+
 from .adaptation import ADAPTED_WEIGHTS
-from .machine import StudyResult, machine_info, output_dir
+from .common import StudyResult, output_dir
 
 ARMS = ("ce", "kd")
 INPUT = (1, 3, 32, 32)
@@ -133,7 +135,7 @@ def prune_to_fraction(model: torch.nn.Module, fraction: float, strategy: Strateg
 
 
 def _macs(model: torch.nn.Module) -> int:
-    from ..profiling.profile import profile_macs
+    from agentic_toolkit.profiling.profile import profile_macs
 
     return int(profile_macs(model, input_size=INPUT).total_macs)
 
@@ -181,7 +183,7 @@ def kd_study(
     progress: bool = True,
 ) -> KDStudyResult:
     """Run (or resume from ``cache``) the CE vs KD comparison; see the module docstring."""
-    from ..hashing import sha256_file
+    from agentic_toolkit.hashing import sha256_file
 
     teacher, teacher_source = load_teacher(teacher_weights)
     pruned, fit = prune_to_fraction(teacher, fraction)

@@ -34,14 +34,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..data import cifar10
-from ..errors import ToolkitError
-from ..models import create_model
-from ..paths import PROJECT_ROOT
-from ..training.evaluation import evaluate
-from ..training.finetune import finetune
-from ..training.recipe import Recipe
-from .machine import StudyResult, output_dir
+from agentic_toolkit.data import cifar10
+from agentic_toolkit.errors import ToolkitError
+from agentic_toolkit.models import create_model
+from agentic_toolkit.paths import PROJECT_ROOT
+from agentic_toolkit.training.evaluation import evaluate
+from agentic_toolkit.training.finetune import finetune
+from agentic_toolkit.training.recipe import Recipe
+
+from .common import StudyResult, output_dir
 
 ADAPTED_WEIGHTS = PROJECT_ROOT / "data" / "cifar_resnet56_adapted.safetensors"
 MODELS = ("cifar_resnet56", "cifar_resnet20")
