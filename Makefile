@@ -37,7 +37,7 @@ demo: $(STAMP)
 ## mostly Python-bound graph work. Whole files go to one process (--dist loadfile), so the Ray
 ## tests share one local Ray.
 test: $(STAMP) $(CHROMIUM)
-	SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests --nbmake notebooks --doctest-modules agentic_toolkit -n 2 --dist loadfile --durations=15
+	SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest tests --nbmake notebooks --ignore=notebooks/executed --doctest-modules agentic_toolkit -n 2 --dist loadfile --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -x -q
