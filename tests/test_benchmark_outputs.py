@@ -29,6 +29,7 @@ OUTPUTS = {
     "latency_agent.py": "latency_agent.csv",
     "latency_shape_accuracy.py": "latency_shape_accuracy.csv",
     "search_pareto.py": "search_pareto.csv",
+    "bench_parallel.py": "bench_parallel.csv",
 }
 
 

@@ -16,6 +16,7 @@ are not, are retried by :func:`~.tasks.run_tasks`).
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -67,13 +68,26 @@ class _Holder:
         return fn(self.shared, item)
 
 
+@contextlib.contextmanager
+def _recursion_limit(limit: int) -> Iterator[None]:
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(before, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
+
+
 class RayPool:
     """Ray actors (one CPU each) holding one copy of the shared state each, started on the
     first :meth:`map` (no more of them than that call has items)."""
 
     def __init__(self, ray: Any, shared: Any, ex: RayExecutor):
         self._ray, self._ex = ray, ex
-        self._shared = ray.put(shared)  # into the object store once; each worker reads it once
+        # a deep model's dependency graph (torch-pruning's, e.g. ResNet-56's) pickles recursively
+        # past Python's default limit of 1,000 frames; raise it for this one put
+        with _recursion_limit(20_000):
+            self._shared = ray.put(shared)  # into the object store once; each worker reads it once
         self._actors: list[Any] = []
         self.workers = ex.workers or max(1, int(ray.available_resources().get("CPU", 1)))
 
