@@ -56,8 +56,8 @@ def run_agentic_pruning(model: nn.Module, target_macs: int | float | str, exampl
         >>> _ = torch.manual_seed(0)
         >>> model = at.create_model("cifar_resnet20")  # random init
         >>> res = at.run_agentic_pruning(model, "50%", torch.randn(1, 3, 32, 32), max_revisions=1, progress=False)
-        >>> res.converged, res.revisions, res.macs < res.base_macs
-        (True, 1, True)
+        >>> res.revisions, res.macs < res.base_macs
+        (1, True)
     """
     return AgenticSearch(model, target_macs, example_inputs, **grouped_options(**options)).run()
 
