@@ -42,7 +42,7 @@ from agentic_toolkit.training.evaluation import evaluate
 from agentic_toolkit.training.finetune import finetune
 from agentic_toolkit.training.recipe import Recipe
 
-from .common import StudyResult, output_dir
+from .common import StudyResult, output_dir, parse_study_args
 
 ADAPTED_WEIGHTS = PROJECT_ROOT / "data" / "cifar_resnet56_adapted.safetensors"
 MODELS = ("cifar_resnet56", "cifar_resnet20")
@@ -168,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (1 avoids OpenMP spin-waits on a busy shared machine)")
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    smoke = args.smoke or bool(os.environ.get("SMOKE"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args, smoke = parse_study_args(ap, argv)
     recipe = RECIPE.replace(epochs=1 if smoke else args.epochs, lr=args.lr, batch_size=args.batch_size,
                             weight_decay=args.weight_decay, momentum=args.momentum)
     out_dir = args.out_dir or output_dir(smoke)

@@ -3,11 +3,14 @@ result object some of them return."""
 
 from __future__ import annotations
 
+import argparse
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from agentic_toolkit.paths import PROJECT_ROOT
 
@@ -33,3 +36,12 @@ class StudyResult:
     def to_dict(self) -> dict[str, Any]:
         """The report (JSON-ready)."""
         return dict(self.report)
+
+
+def parse_study_args(ap: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, bool]:
+    """A study's command line: ``(args, smoke)`` (``--smoke`` or ``SMOKE`` set); ``--threads``,
+    when given, sets torch's threads."""
+    args = ap.parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    return args, args.smoke or bool(os.environ.get("SMOKE"))

@@ -42,7 +42,7 @@ from agentic_toolkit.training.finetune import finetune
 from agentic_toolkit.training.recipe import Recipe
 
 from .adaptation import ADAPTED_WEIGHTS
-from .common import StudyResult, output_dir
+from .common import StudyResult, output_dir, parse_study_args
 
 ARMS = ("ce", "kd")
 INPUT = (1, 3, 32, 32)
@@ -268,10 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path, default=None, help="default data/ (--smoke: data/smoke/)")
     ap.add_argument("--smoke", action="store_true", help="256 training / 512 test images, 1 epoch, seed 0")
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    smoke = args.smoke or bool(os.environ.get("SMOKE"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args, smoke = parse_study_args(ap, argv)
     recipe = RECIPE.replace(epochs=1 if smoke else args.epochs, lr=args.lr, batch_size=args.batch_size,
                             weight_decay=args.weight_decay, kd_alpha=args.kd_alpha,
                             kd_temperature=args.kd_temperature)
