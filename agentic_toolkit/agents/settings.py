@@ -287,8 +287,7 @@ def grouped_options(**options: Any) -> dict[str, Any]:
             group, key = SHORTCUTS[name]
             changes.setdefault(group, {})[key] = value
     for group, fields in changes.items():
-        given = out.get(group)
-        out[group] = settings_group(given, GROUPS[group]).replace(**fields) if given is not None else GROUPS[group](**fields)
+        out[group] = settings_group(out.get(group), GROUPS[group]).replace(**fields)
     return out
 
 
