@@ -18,7 +18,7 @@ import sys
 
 import pandas as pd
 
-from agentic_toolkit.training.evaluation import DEFAULT_PROXY
+from agentic_toolkit.training.proxy import DEFAULT_PROXY
 from reproduce import at_budget_run
 from reproduce.common import output_dir
 from reproduce.proxy_fidelity import default_proxy

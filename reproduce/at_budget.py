@@ -70,8 +70,9 @@ from agentic_toolkit.paths import PROJECT_ROOT
 from agentic_toolkit.pruning.apply import get_plan
 from agentic_toolkit.pruning.budget import fit_to_budget
 from agentic_toolkit.pruning.strategy import Strategy, strategy_preset
-from agentic_toolkit.training.evaluation import default_evaluator, evaluate
+from agentic_toolkit.training.evaluation import evaluate
 from agentic_toolkit.training.finetune import finetune
+from agentic_toolkit.training.proxy import default_evaluator
 from agentic_toolkit.training.recipe import Recipe
 
 from .adaptation import ADAPTED_WEIGHTS

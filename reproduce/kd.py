@@ -37,8 +37,9 @@ from agentic_toolkit.paths import PROJECT_ROOT
 from agentic_toolkit.pruning.budget import fit_to_budget
 from agentic_toolkit.pruning.strategy import Strategy
 from agentic_toolkit.tables import machine_info
-from agentic_toolkit.training.evaluation import evaluate, proxy_accuracy
+from agentic_toolkit.training.evaluation import evaluate
 from agentic_toolkit.training.finetune import finetune
+from agentic_toolkit.training.proxy import proxy_accuracy
 from agentic_toolkit.training.recipe import Recipe
 
 from .adaptation import ADAPTED_WEIGHTS

@@ -30,7 +30,7 @@ from agentic_toolkit.benchmarking.latency import torch_threads
 from agentic_toolkit.pruning import Strategy, fit_to_budget, get_plan
 from agentic_toolkit.pruning.latency_model import build_latency_model
 from agentic_toolkit.tables import annotate
-from agentic_toolkit.training.evaluation import default_evaluator
+from agentic_toolkit.training.proxy import default_evaluator
 
 from .common import StudyResult
 from .kd import load_teacher

@@ -169,7 +169,7 @@ def local_llm_search(
     from agentic_toolkit.data import cifar10
     from agentic_toolkit.models import create_model
     from agentic_toolkit.profiling.profile import profile_macs
-    from agentic_toolkit.training.evaluation import proxy_accuracy
+    from agentic_toolkit.training.proxy import proxy_accuracy
 
     torch.manual_seed(0)
     net = create_model(model, pretrained=True).eval()

@@ -18,7 +18,7 @@ import torch
 
 from agentic_toolkit.agents.master import run_agentic_pruning
 from agentic_toolkit.models import create_model
-from agentic_toolkit.training.evaluation import proxy_accuracy
+from agentic_toolkit.training.proxy import proxy_accuracy
 
 TARGET_FRACTION = 0.5
 
@@ -74,12 +74,12 @@ def run_and_kill(log: Path, marker: Path, *args: str) -> None:
 
 
 if __name__ == "__main__":
-    from agentic_toolkit.training import evaluation
+    from agentic_toolkit.training import proxy
 
     log, marker = Path(sys.argv[1]), Path(sys.argv[2])
     backend = sys.argv[3] if len(sys.argv) > 3 else "analyst"
     model, x, evaluator = setup()
-    measure = evaluation.evaluate
+    measure = proxy.evaluate  # what the proxy scorer calls
 
     def stalling(*args, **kwargs):
         if evaluator.calls == 2:  # second candidate: signal the parent, then wait to be killed
@@ -87,5 +87,5 @@ if __name__ == "__main__":
             time.sleep(600)
         return measure(*args, **kwargs)
 
-    evaluation.evaluate = stalling
+    proxy.evaluate = stalling
     search(model, x, evaluator, log, backend=backend)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..training.evaluation import batches_sha256
+from ..training.proxy import batches_sha256
 
 #: What the header says about data a search cannot inspect (an arbitrary callable's).
 UNKNOWN_DATA = "data unknown"
@@ -32,7 +32,7 @@ def evaluator_identity(evaluator: Callable[[nn.Module], float] | None) -> dict |
     """``{"name", "settings", "data"}`` of an evaluator, or None without one.
 
     ``data`` is the evaluator's ``fingerprint()`` (e.g. the sha256 of
-    :class:`~agentic_toolkit.training.evaluation.ProxyAccuracy`'s batches) when it has one,
+    :class:`~agentic_toolkit.training.proxy.ProxyAccuracy`'s batches) when it has one,
     else ``"data unknown"``; ``settings`` its ``settings()`` when it has them.
     """
     if evaluator is None:

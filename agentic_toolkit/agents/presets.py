@@ -38,7 +38,7 @@ class SearchPreset:
         adaptive: measure the middle share first, then one side per group
             (:func:`~agentic_toolkit.agents.sensitivity.measure_sensitivity`).
         probe_images: ``(eval_images, bn_images)`` of the table's scorer when the evaluator is a
-            :class:`~agentic_toolkit.training.evaluation.ProxyAccuracy`: the first of its own
+            :class:`~agentic_toolkit.training.proxy.ProxyAccuracy`: the first of its own
             held-out batches (None: all of them).
         probe_metric: what that scorer measures: ``"neg_loss"`` (minus the cross-entropy: a
             continuous score that ranks one group's damage on few images) or ``"top1"``.

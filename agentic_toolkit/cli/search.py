@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.proxy_batches:
         if not args.model.startswith("cifar_"):
             raise ToolkitError("--proxy-batches needs CIFAR-10 data: use it with a cifar_resnet model")
-        from ..training.evaluation import default_evaluator
+        from ..training.proxy import default_evaluator
 
         # selection data is the held-out val split (shuffled, seeded), never test
         n = 128 * args.proxy_batches

@@ -55,7 +55,7 @@ def kd_proxy(teacher: nn.Module, steps: int = 100, batch_size: int = 64, eval_ba
     training augmentation), scored on ``eval_batches`` (default: the default evaluator's
     held-out ``val`` batches)."""
     from ..data import cifar10
-    from .evaluation import default_evaluator
+    from .proxy import default_evaluator
 
     if steps < 1 or batch_size < 1:
         raise ToolkitError("steps and batch_size must be >= 1")
