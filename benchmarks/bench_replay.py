@@ -43,11 +43,11 @@ from reproduce.common import output_dir  # noqa: E402
 SEARCHERS = ("default", "fastnas")
 
 
-def table_task(cfg: sp.Config, sh: sp.Shared, model: str, store: ResultStore) -> dict:
+def table_task(cfg: sp.Config, model: str, store: ResultStore) -> dict:
     """The default preset's table, plain then replayed: seconds of each and their equality."""
     torch.set_num_threads(1)
-    probe = search_preset("default").probe(sh.evaluator(cfg.eval_images, cfg.bn_images))
-    teacher, plan = sh.teacher(model), sh.fresh_plan(model)
+    probe = search_preset("default").probe(sp.evaluator(cfg.eval_images, cfg.bn_images))
+    teacher, plan = sp.teacher(model), sp.fresh_plan(model)
     out, frames = {}, {}
     for arm, scorer in (("plain", lambda m: probe(m)), ("replay", probe)):
         t0 = time.perf_counter()
@@ -56,10 +56,10 @@ def table_task(cfg: sp.Config, sh: sp.Shared, model: str, store: ResultStore) ->
     return {**out, "rows": len(frames["plain"]), "equal": bool(frames["plain"].equals(frames["replay"]))}
 
 
-def search_task(cfg: sp.Config, sh: sp.Shared, model: str, searcher: str, study: ResultStore,
+def search_task(cfg: sp.Config, model: str, searcher: str, study: ResultStore,
                 store: ResultStore) -> dict:
     torch.set_num_threads(1)
-    rec = sp.run_search(cfg, sh, model, 0.5, searcher, store)
+    rec = sp.run_search(cfg, model, 0.5, searcher, store)
     old = study.get(sp.search_key(model, 0.5, searcher))
     return {"search_seconds": rec["search_seconds"], "proxy_evals": rec["proxy_evals"],
             "proxy_score": rec["proxy_score"], "strategy": rec["strategy"],
@@ -79,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     suffix = "_smoke" if args.smoke else ""
     store = ResultStore(PROJECT_ROOT / "runs" / f"bench_replay{suffix}", cfg.settings())
     study = ResultStore(f"{sp.ROOT}{suffix}", cfg.settings(), scope=lambda key: ("proxy",))
-    sh = sp.Shared()
-    tasks = [Task(f"table/{m}", partial(table_task, cfg, sh, m)) for m in models]
-    tasks += [Task(f"search/{m}/{s}", partial(search_task, cfg, sh, m, s, study)) for m in models for s in SEARCHERS]
+    tasks = [Task(f"table/{m}", partial(table_task, cfg, m)) for m in models]
+    tasks += [Task(f"search/{m}/{s}", partial(search_task, cfg, m, s, study)) for m in models for s in SEARCHERS]
     run_tasks(tasks, store, executor=executor_from_args(args))
     store.refresh()
     rows = []

@@ -56,8 +56,13 @@ from reproduce.search_pareto import (
     PRESETS,
     SAMPLED,
     SEARCHERS,
+    evaluator,
+    example,
+    fresh_plan,
     readme_block,
     summary,
+    target,
+    teacher,
     update_readme,
 )
 
@@ -94,52 +99,14 @@ class Config:
         return {"train_images": self.train_images, "proxy": f"bn{self.bn_images}_top1_{self.eval_images}_val", **limit}
 
 
-# ---------------------------------------------------------------------------- shared state
-class Shared:
-    """What the tasks share, built once per process on first use: each model's teacher, the
-    study's proxy, the calibration batches (an instance travels with each task to a Ray worker)."""
-
-    def __init__(self) -> None:
-        self._built: dict = {}
-
-    def _once(self, key, build):
-        if key not in self._built:
-            self._built[key] = build()
-        return self._built[key]
-
-    def teacher(self, model: str) -> torch.nn.Module:
-        path = PROJECT_ROOT / "data" / f"cifar_{model}_adapted.safetensors"
-        return self._once(("teacher", model), lambda: at.create_model(f"cifar_{model}", pretrained=path))
-
-    def evaluator(self, eval_images: int, bn_images: int):
-        """The study's proxy on held-out val (one object: its ``calls`` count proxy evaluations)."""
-        return self._once(("evaluator", eval_images, bn_images),
-                          lambda: at.default_evaluator(eval_images=eval_images, bn_images=bn_images))
-
-    def calibration(self):
-        return self._once("calibration", lambda: at.calibration_batches("cifar10", n_batches=4, batch_size=64))
-
-    def fresh_plan(self, model: str):
-        """A new plan: every searcher pays for its own (charged from scratch)."""
-        return at.get_plan(self.teacher(model), example(), self.calibration())
-
-    def target(self, model: str, budget: float) -> int:
-        return int(budget * at.profile_macs(self.teacher(model), example_inputs=example()).total_macs)
-
-
-def example() -> torch.Tensor:
-    return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-
-
 # ---------------------------------------------------------------------------- searches
-def run_search(cfg: Config, sh: Shared, model: str, budget: float, searcher: str, store: ResultStore) -> dict:
+def run_search(cfg: Config, model: str, budget: float, searcher: str, store: ResultStore) -> dict:
     """One searcher from scratch: ``{"strategy", "search_seconds", "proxy_evals", ...}``."""
-    ev = sh.evaluator(cfg.eval_images, cfg.bn_images)
-    teacher = sh.teacher
+    ev = evaluator(cfg.eval_images, cfg.bn_images)
     calls0 = ev.calls
     t0 = time.perf_counter()
-    plan = sh.fresh_plan(model)
-    goal = sh.target(model, budget)
+    plan = fresh_plan(model)
+    goal = target(model, budget)
     extra: dict = {}
     if searcher == "uniform_l1":
         fit = at.fit_to_budget(teacher(model), at.strategy_preset("uniform_l1"), goal, example(), plan=plan)
@@ -187,9 +154,8 @@ def cell_key(model: str, budget: float, searcher: str, seed: int) -> str:
     return f"cell/{model}/{budget:g}/{searcher}/seed{seed}"
 
 
-def run_cell(cfg: Config, sh: Shared, model: str, budget: float, searcher: str, seed: int,
+def run_cell(cfg: Config, model: str, budget: float, searcher: str, seed: int,
              store: ResultStore) -> dict:
-    teacher = sh.teacher
     rec = store.get(search_key(model, budget, searcher))
     fit = at.fit_to_budget(teacher(model), at.Strategy.from_dict(rec["strategy"]), rec["target_macs"], example())
     pruned = fit.prune()
@@ -202,17 +168,17 @@ def run_cell(cfg: Config, sh: Shared, model: str, budget: float, searcher: str, 
 # ---------------------------------------------------------------------------- the study
 def tasks(cfg: Config, gpus: float = 0.0) -> list[Task]:
     """Searches of each model first, then its cells seed-major (each asks for ``gpus``)."""
-    sh, out = Shared(), []
+    out = []
     for m in cfg.models:
         for b in cfg.budgets:
             for s in cfg.searchers:
                 deps = (search_key(m, b, "default"),) if s in SAMPLED else ()
-                out.append(Task(search_key(m, b, s), partial(run_search, cfg, sh, m, b, s), deps=deps,
+                out.append(Task(search_key(m, b, s), partial(run_search, cfg, m, b, s), deps=deps,
                                 num_gpus=gpus))
         for seed in cfg.seeds:
             for b in cfg.budgets:
                 for s in cfg.searchers:
-                    out.append(Task(cell_key(m, b, s, seed), partial(run_cell, cfg, sh, m, b, s, seed),
+                    out.append(Task(cell_key(m, b, s, seed), partial(run_cell, cfg, m, b, s, seed),
                                     deps=(search_key(m, b, s),), num_gpus=gpus))
     return out
 

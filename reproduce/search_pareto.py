@@ -3,10 +3,15 @@ against FastNAS-style, Optuna TPE and random search and uniform L1, at equal MAC
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import torch
+
+import agentic_toolkit as at
+from agentic_toolkit.paths import PROJECT_ROOT
 
 PRESETS = ("fast", "default", "thorough")
 SAMPLED = ("tpe_x1", "tpe_x3", "random_x1", "random_x3")
@@ -14,6 +19,41 @@ SEARCHERS = PRESETS + ("fastnas",) + SAMPLED + ("uniform_l1",)
 #: The searchers that are not ours: the acceptance compares ``default`` with the best of them.
 PEERS = ("fastnas",) + SAMPLED + ("uniform_l1",)
 README_MARKERS = ("<!-- search-pareto:start -->", "<!-- search-pareto:end -->")
+
+
+# What the study's tasks share, built once per process and kept for every task that process
+# runs (a Ray worker runs many; each used to rebuild them). Pure functions of their arguments,
+# so the cache changes the seconds only.
+@functools.cache
+def teacher(model: str) -> torch.nn.Module:
+    """The adapted CIFAR ``model`` (``data/cifar_<model>_adapted.safetensors``): the unpruned
+    reference and the KD teacher."""
+    return at.create_model(f"cifar_{model}", pretrained=PROJECT_ROOT / "data" / f"cifar_{model}_adapted.safetensors")
+
+
+@functools.cache
+def evaluator(eval_images: int, bn_images: int):
+    """The study's proxy on held-out val (one object per process: its ``calls`` count proxy evaluations)."""
+    return at.default_evaluator(eval_images=eval_images, bn_images=bn_images)
+
+
+@functools.cache
+def calibration():
+    """The calibration batches of every plan."""
+    return at.calibration_batches("cifar10", n_batches=4, batch_size=64)
+
+
+def example() -> torch.Tensor:
+    return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def fresh_plan(model: str):
+    """A new plan: every searcher pays for its own (charged from scratch)."""
+    return at.get_plan(teacher(model), example(), calibration())
+
+
+def target(model: str, budget: float) -> int:
+    return int(budget * at.profile_macs(teacher(model), example_inputs=example()).total_macs)
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:

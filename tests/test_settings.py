@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import agentic_toolkit as at
+from agentic_toolkit.parallel import RayExecutor
 from agentic_toolkit.agents.settings import SHORTCUTS, grouped_options
 from agentic_toolkit.errors import ToolkitError
 from agentic_toolkit.plots import plot_convergence, score_errors
@@ -26,6 +27,8 @@ def test_the_search_takes_at_most_twelve_parameters():
 def test_groups_validate_their_fields():
     assert at.SearchBudget(tolerance=[2, 3]).tolerance == (2.0, 3.0)
     assert at.SearchBudget(executor="ray").executor == "ray" and at.SearchBudget().executor is None
+    ray2 = RayExecutor(workers=2, threads=1)  # the workers and threads a user picks
+    assert at.SearchBudget(executor=ray2).executor is ray2
     for bad, words in [(dict(executor="dask"), "executor"), (dict(counter="flops"), "counter"),
                        (dict(tolerance=(1, 100)), "tolerance"), (dict(threads=0), "threads"),
                        (dict(constraints={"macs": "1G"}), "target_macs"),

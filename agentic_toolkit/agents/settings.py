@@ -24,14 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ToolkitError
+from ..parallel import Executor, resolve_executor
 from ..pruning.budget import check_counter, check_tolerance
 from ..pruning.plan import PrunePlan
 from ..pruning.strategy import Strategy
 from .prompting import check_templates
-
-#: Where :attr:`SearchBudget.executor` may fan measurements out to (None: this process).
-EXECUTORS = (None, "ray")
-
 
 class _Group:
     """``replace`` and ``to_dict`` shared by the groups."""
@@ -66,7 +63,8 @@ class SearchBudget(_Group):
         latency_view: show the Analysis agent those latency columns (False hides them: an ablation).
         solve_budget: solve every proposal's global ratio onto the budget; False uses the
             proposer's ratio as is (the paper's setting).
-        executor: where measurements may be fanned out: None (this process) or ``"ray"``.
+        executor: where measurements may be fanned out: None (this process), ``"ray"`` or a
+            :class:`~agentic_toolkit.parallel.RayExecutor` (its workers, threads, address).
 
     Returns:
         A validated, immutable settings object; :meth:`replace` gives a changed copy and
@@ -81,7 +79,7 @@ class SearchBudget(_Group):
         >>> SearchBudget(executor="dask")
         Traceback (most recent call last):
         ...
-        agentic_toolkit.errors.ToolkitError: executor must be one of None, 'ray'; got 'dask'
+        agentic_toolkit.errors.ToolkitError: executor must be None, 'ray' or a RayExecutor, got 'dask'
     """
 
     tolerance: tuple[float, float] = (1.0, 5.0)
@@ -92,7 +90,7 @@ class SearchBudget(_Group):
     latency_model: Any = None
     latency_view: bool = True
     solve_budget: bool = True
-    executor: str | None = None
+    executor: Executor = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tolerance", check_tolerance(self.tolerance))
@@ -113,8 +111,7 @@ class SearchBudget(_Group):
         if self.latency_model is not None and not callable(getattr(self.latency_model, "scope_shares", None)):
             raise ToolkitError(f"latency_model must be a LatencyModel (build_latency_model), got "
                                f"{type(self.latency_model).__name__}")
-        if self.executor not in EXECUTORS:
-            raise ToolkitError(f"executor must be one of {', '.join(map(repr, EXECUTORS))}; got {self.executor!r}")
+        resolve_executor(self.executor)  # refuses what it cannot run on
         object.__setattr__(self, "solve_budget", bool(self.solve_budget))
         object.__setattr__(self, "latency_view", bool(self.latency_view))
 
@@ -291,5 +288,5 @@ def grouped_options(**options: Any) -> dict[str, Any]:
     return out
 
 
-__all__ = ["EXECUTORS", "GROUPS", "SHORTCUTS", "SearchBudget", "SearchLogging", "SearchPrompts", "SearchStart",
+__all__ = ["GROUPS", "SHORTCUTS", "SearchBudget", "SearchLogging", "SearchPrompts", "SearchStart",
            "grouped_options", "settings_group"]
