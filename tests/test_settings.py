@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 import agentic_toolkit as at
-from agentic_toolkit.parallel import RayExecutor
 from agentic_toolkit.agents.settings import SHORTCUTS, grouped_options
 from agentic_toolkit.errors import ToolkitError
+from agentic_toolkit.parallel import RayExecutor
 from agentic_toolkit.plots import plot_convergence, score_errors
 
 matplotlib.use("Agg")

@@ -150,7 +150,7 @@ def measure_sensitivity(
     remote = resolve_executor(executor) is not None
     if remote:
         p.importance(importance)  # scored here: an unpickled plan reuses the scores, it cannot rescore
-    with _replaying(evaluator, p, groups) as _, worker_pool((p, evaluator, strategy), executor) as pool:
+    with _replaying(evaluator, p, groups), worker_pool((p, evaluator, strategy), executor) as pool:
         base = float(evaluator(p.source))  # with a replay: records the reference's outputs
 
         def measure(jobs: list[tuple[str, float]]) -> list[dict[str, Any]]:

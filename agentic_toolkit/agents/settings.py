@@ -30,6 +30,7 @@ from ..pruning.plan import PrunePlan
 from ..pruning.strategy import Strategy
 from .prompting import check_templates
 
+
 class _Group:
     """``replace`` and ``to_dict`` shared by the groups."""
 

@@ -110,8 +110,7 @@ class PrefixReplay:
         self.checkpoints = kept
 
     def bytes_per_image(self, events: Iterable[int]) -> int:
-        by_start = {c.start: c for c in self.trace}
-        return sum(by_start[e].nbytes or 0 for e in events)
+        return sum(self.trace[e].nbytes or 0 for e in events)  # a call's start event is its index
 
     def maximal(self, position: int) -> list[int]:
         """Start events of the outermost calls that end before event ``position``."""
@@ -180,18 +179,17 @@ class _State:
 
     def __init__(self, replay: PrefixReplay, mode: str, events: set[int]):
         self.replay, self.mode, self.events = replay, mode, events
-        self.names = [c.name for c in replay.trace]
-        self.calls = {c.start: c for c in replay.trace}
-        self.replay_names = {self.calls[e].name for e in events}
+        self.trace = replay.trace  # indexed by event: a call's start event is its index
+        self.replay_names = {self.trace[e].name for e in events}
         self.forward, self.event, self.stack, self.last = -1, 0, [], 0
 
     def enter(self, name: str) -> None:
         if name == "":  # the model itself: a new batch
             self.forward, self.event = self.forward + 1, 0
         e = self.event
-        if e >= len(self.names) or self.names[e] != name:
+        if e >= len(self.trace) or self.trace[e].name != name:
             raise ReplayMismatch(f"module {name!r} at call {e}, the reference called "
-                                 f"{self.names[e] if e < len(self.names) else 'nothing'!r}")
+                                 f"{self.trace[e].name if e < len(self.trace) else 'nothing'!r}")
         self.event += 1
         if self.mode == "record":
             self.stack.append(e)
@@ -212,7 +210,7 @@ def _replayed(state: _State, module: nn.Module, *args, **kwargs):
     e = state.last  # set by this call's pre-hook, which ran just before
     if e not in state.events:
         return type(module).forward(module, *args, **kwargs)
-    state.event = state.calls[e].end  # its inner calls are skipped with it
+    state.event = state.trace[e].end  # its inner calls are skipped with it
     return state.replay.outputs[(state.forward, e)].clone()
 
 
