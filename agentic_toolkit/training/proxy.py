@@ -120,8 +120,8 @@ class ProxyAccuracy:
         if replay is None or replay.trusted is False:
             return self._scored(model, None)[:2]
         try:
-            if not replay.recorded:  # e.g. in a worker that received the replay without outputs
-                self._scored(replay.reference, replay)
+            if not replay.recorded and _unwrap(model) is not replay.reference:
+                self._scored(replay.reference, replay)  # e.g. a worker that received the replay without outputs
             score, prepared, mode = self._scored(model, replay)
         except ReplayMismatch as e:
             _log.warning("prefix replay off: %s", e)
